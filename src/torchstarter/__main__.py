@@ -1,0 +1,3 @@
+from torchstarter.cli.main import main
+
+raise SystemExit(main())

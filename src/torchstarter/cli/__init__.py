@@ -1,0 +1,1 @@
+"""The `torchstarter` command line."""

@@ -1,0 +1,207 @@
+"""Argument parsing and dispatch. Each subcommand's work lives outside this file.
+
+Flags take both spellings, --data-dir and --data_dir, so the tutorial's command
+lines keep working. Expected mistakes end as one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from torchstarter import __version__
+from torchstarter.errors import UserError
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
+    """Add --some-name with the alias --some_name."""
+    dashed = "--" + name.replace("_", "-")
+    names = [dashed] if "-" not in name and "_" not in name else [dashed, "--" + name]
+    parser.add_argument(*names, dest=name, **kwargs)
+
+
+def _restore_flag(parser: argparse.ArgumentParser, default: str | None, help_: str) -> None:
+    parser.add_argument("--restore", "--restore-file", "--restore_file", dest="restore",
+                        default=default, metavar="last|best|PATH", help=help_)
+
+
+def _set_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
+                        metavar="KEY=VALUE",
+                        help="override params.json keys for this run, e.g. --set "
+                             "learning_rate=0.01 num_epochs=3 (values are read as JSON)")
+
+
+def _task_in(argv: Sequence[str]) -> str:
+    """The --task value of a build-dataset command line, so its own flags can be added."""
+    for i, arg in enumerate(argv):
+        if arg == "--task" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--task="):
+            return arg.split("=", 1)[1]
+    return "signs"
+
+
+def build_parser(build_task: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; `build_task` adds that task's build-dataset flags."""
+    parser = argparse.ArgumentParser(
+        prog="torchstarter",
+        description="Build datasets, train, evaluate and predict with one shared engine.")
+    parser.add_argument("--version", action="version", version=f"torchstarter {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("build-dataset", help="turn raw data into train/val/test splits",
+                       description="Turn raw data into train/val/test splits on disk.")
+    _flag(p, "task", default="signs", help="task whose raw data this is (default: signs)")
+    _flag(p, "data_dir", required=True, type=Path, help="folder of raw data "
+          "(for signs: with train_signs/ and test_signs/)")
+    _flag(p, "output_dir", required=True, type=Path, help="folder to create with the splits")
+    _flag(p, "seed", type=int, default=230, help="seed of the train/val split (default 230)")
+    _flag(p, "overwrite", action="store_true",
+          help="replace an existing output folder (only once the new one is complete)")
+    if build_task is not None:
+        from torchstarter.tasks import load_task
+
+        task = load_task(build_task)
+        if task.add_build_arguments is not None:
+            task.add_build_arguments(p.add_argument_group(f"{task.name} options"))
+
+    p = sub.add_parser("train", help="train the experiment in a model dir",
+                       description="Train the experiment whose params.json is in --model-dir; "
+                                   "every output is written to that folder.")
+    _flag(p, "data_dir", required=True, type=Path, help="folder built by build-dataset")
+    _flag(p, "model_dir", required=True, type=Path, help="experiment folder with params.json")
+    _restore_flag(p, None, "continue from a checkpoint: last, best, or a file path")
+    _flag(p, "overwrite", action="store_true",
+          help="start over in a model dir that holds a run; its files move to previous_runs/")
+    _set_flag(p)
+
+    p = sub.add_parser("evaluate", help="compute metrics of a checkpoint on a split",
+                       description="Evaluate a checkpoint on a split and write "
+                                   "metrics_<split>_<restore>.json into the model dir.")
+    _flag(p, "data_dir", required=True, type=Path, help="folder built by build-dataset")
+    _flag(p, "model_dir", required=True, type=Path, help="experiment folder that was trained")
+    _flag(p, "split", default="test", help="split to evaluate (default: test)")
+    _restore_flag(p, "best", "checkpoint to evaluate: best (default), last, or a file path")
+    _set_flag(p)
+
+    p = sub.add_parser("predict", help="predict labels for new inputs",
+                       description="Print the predicted label and class probabilities.")
+    _flag(p, "model_dir", required=True, type=Path, help="experiment folder that was trained")
+    p.add_argument("inputs", nargs="+", metavar="PATH", help="image files or folders")
+    _restore_flag(p, "best", "checkpoint to use: best (default), last, or a file path")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("sample-data", help="write the built-in raw sample data",
+                       description="Write small real raw data in the task's raw layout "
+                                   "(signs: scikit-learn's handwritten digits 0-5).")
+    _flag(p, "task", default="signs", help="task (default: signs)")
+    _flag(p, "output_dir", required=True, type=Path, help="folder to create")
+
+    p = sub.add_parser("demo", help="the whole pipeline on built-in data",
+                       description="sample-data, build-dataset, train, evaluate and predict "
+                                   "on the built-in data, then print a summary.")
+    _flag(p, "output_dir", type=Path, default=None,
+          help="folder for everything the demo writes (default: demo-runs/<time>)")
+    _flag(p, "params", type=Path, default=Path("experiments/signs/base_model/params.json"),
+          help="params to train with (default: the reference SIGNS params)")
+    _set_flag(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        build_task = _task_in(argv) if "build-dataset" in argv else None
+        args = build_parser(build_task).parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _build_dataset(args: argparse.Namespace) -> int:
+    from torchstarter.tasks import load_task
+
+    task = load_task(args.task)
+    if task.build_dataset is None:
+        raise UserError(f"task '{task.name}' has no build_dataset(); prepare its data yourself")
+    for line in task.build_dataset(args):
+        print(line)
+    print(f"wrote {args.output_dir}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from torchstarter.config import parse_overrides
+    from torchstarter.experiment.training import train
+
+    train(args.model_dir, args.data_dir, args.restore, parse_overrides(args.overrides),
+          overwrite=args.overwrite)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from torchstarter.config import parse_overrides
+    from torchstarter.experiment.evaluation import evaluate
+
+    metrics, path = evaluate(args.model_dir, args.data_dir, args.split, args.restore,
+                             parse_overrides(args.overrides))
+    print(tabulate([metrics], headers="keys", floatfmt=".4f"))
+    print(f"wrote {path}")
+    return 0
+
+
+def flatten_row(row: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            flat.update({f"{key[0]}({k})": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from torchstarter.experiment.evaluation import predict
+
+    rows = predict(args.model_dir, args.inputs, args.restore)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(tabulate([flatten_row(r) for r in rows], headers="keys", floatfmt=".3f"))
+    return 0
+
+
+def _sample_data(args: argparse.Namespace) -> int:
+    from torchstarter.tasks import load_task
+
+    task = load_task(args.task)
+    if task.write_sample_data is None:
+        raise UserError(f"task '{task.name}' ships no sample data")
+    counts = task.write_sample_data(args.output_dir)
+    print(f"wrote {args.output_dir}: {counts}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from torchstarter.cli.demo import run_demo
+
+    run_demo(args.output_dir, args.params, args.overrides)
+    return 0
+
+
+COMMANDS = {"build-dataset": _build_dataset, "train": _train, "evaluate": _evaluate, "predict": _predict,
+            "sample-data": _sample_data, "demo": _demo}
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""Reading, overriding and validating params.json against a schema."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from torchstarter.config.schema import Field
+from torchstarter.errors import UserError
+
+
+class Params(Mapping[str, Any]):
+    """Validated hyper-parameters, readable as params.learning_rate or params["learning_rate"]."""
+
+    def __init__(self, values: Mapping[str, Any]):
+        object.__setattr__(self, "_values", dict(values))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Params are read-only; use replace(**changes)")
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Params({self._values!r})"
+
+    def replace(self, **changes: Any) -> Params:
+        return Params({**self._values, **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def read_params_file(path: Path) -> dict[str, Any]:
+    """Parse a params.json into a dict, with errors that point at the line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: params file not found; create it (see experiments/ for examples)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8 JSON") from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{path}:{exc.lineno}:{exc.colno}: malformed JSON ({exc.msg}); fix the file"
+        ) from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a JSON object {{...}} of key/value pairs")
+    return raw
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """Turn ["lr=0.1", "optimizer=sgd"] into a dict; values are JSON when they parse as JSON."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--set {pair!r}: expected key=value, e.g. --set learning_rate=0.01")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
+
+
+def _check_type(value: Any, field: Field) -> Any:
+    """Return the value coerced to the field type, or raise ValueError with the reason."""
+    if value is None:
+        if field.nullable:
+            return None
+        raise ValueError("must not be null")
+    if field.type is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"expected true or false, got {value!r}")
+    if isinstance(value, bool):
+        raise ValueError(f"expected {field.type.__name__}, got {str(value).lower()}")
+    if field.type is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError(f"expected an integer, got {value!r}")
+    if field.type is float:
+        if isinstance(value, (int, float)):
+            if not math.isfinite(value):
+                raise ValueError(f"expected a finite number, got {value!r}")
+            return float(value)
+        raise ValueError(f"expected a number, got {value!r}")
+    if field.type is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"expected a string, got {value!r}")
+    raise TypeError(f"unsupported field type {field.type}")
+
+
+def _check_range(value: Any, field: Field) -> None:
+    if value is None:
+        return
+    if field.choices is not None and value not in field.choices:
+        raise ValueError(f"{value!r} is not {field.describe_range()}")
+    too_low = field.min is not None and (
+        value <= field.min if field.min_exclusive else value < field.min
+    )
+    too_high = field.max is not None and value > field.max
+    if too_low or too_high:
+        raise ValueError(f"{value!r} is out of range (must be {field.describe_range()})")
+
+
+def validate_params(raw: Mapping[str, Any], schema: Mapping[str, Field], source: str) -> Params:
+    """Check every key against the schema, fill defaults, and return Params.
+
+    `source` names where the values came from (a file path) for error messages.
+    """
+    for key in raw:
+        if key not in schema:
+            close = difflib.get_close_matches(key, list(schema), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "remove it"
+            raise UserError(f"{source}: unknown key '{key}' ({hint})")
+    values: dict[str, Any] = {}
+    for key, field in schema.items():
+        if key not in raw:
+            if field.required:
+                raise UserError(f"{source}: missing required key '{key}' ({field.help})")
+            values[key] = field.default
+            continue
+        try:
+            value = _check_type(raw[key], field)
+            _check_range(value, field)
+        except ValueError as exc:
+            raise UserError(f"{source}: key '{key}': {exc}") from None
+        values[key] = value
+    return Params(values)
+
+
+def load_params(path: Path, schema: Mapping[str, Field],
+                overrides: Mapping[str, Any] | None = None) -> Params:
+    raw = read_params_file(path)
+    raw.update(overrides or {})
+    return validate_params(raw, schema, str(path))

@@ -1,0 +1,89 @@
+"""Typed descriptions of every key a params.json may hold.
+
+A schema is a plain dict of name -> Field. The engine's keys live here; each task
+adds its own. Validation, error messages and the params reference in the docs are
+all derived from these Field objects, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True)
+class Field:
+    type: type  # int, float, str or bool
+    help: str
+    default: Any = REQUIRED
+    choices: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    nullable: bool = False
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def describe_range(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        parts = []
+        if self.min is not None:
+            parts.append(f"{'>' if self.min_exclusive else '>='} {self.min:g}")
+        if self.max is not None:
+            parts.append(f"<= {self.max:g}")
+        return " and ".join(parts)
+
+
+COMMON_SCHEMA: dict[str, Field] = {
+    "task": Field(str, "Built-in task name (signs) or the import path / .py file of your own task."),
+    "learning_rate": Field(float, "Initial learning rate.", min=0, min_exclusive=True),
+    "batch_size": Field(int, "Examples per training step.", min=1),
+    "num_epochs": Field(int, "Number of passes over the training split.", min=1),
+    "optimizer": Field(str, "Optimizer.", default="adam", choices=("adam", "adamw", "sgd")),
+    "momentum": Field(float, "Momentum, used by sgd only.", default=0.9, min=0, max=1),
+    "weight_decay": Field(float, "Weight decay (L2 for adam/sgd, decoupled for adamw).",
+                          default=0.0, min=0),
+    "seed": Field(int, "Seed of every random number generator.", default=230, min=0),
+    "scheduler": Field(str, "Learning-rate schedule, stepped once per epoch.", default="none",
+                       choices=("none", "step", "cosine", "plateau")),
+    "step_size": Field(int, "Epochs between decays of the step scheduler.", default=10, min=1),
+    "gamma": Field(float, "Decay factor of the step and plateau schedulers.", default=0.1,
+                   min=0, max=1, min_exclusive=True),
+    "plateau_patience": Field(int, "Epochs without improvement before plateau decays.",
+                              default=2, min=0),
+    "early_stopping_patience": Field(int, "Stop after this many epochs without a better "
+                                     "validation metric; null never stops early.",
+                                     default=None, min=1, nullable=True),
+    "grad_clip_norm": Field(float, "Clip the global gradient norm to this value; null: off.",
+                            default=None, min=0, min_exclusive=True, nullable=True),
+    "metric": Field(str, "Validation metric that selects the best checkpoint ('loss' or one "
+                    "of the task's metrics); null: the task's default.", default=None,
+                    nullable=True),
+    "metric_mode": Field(str, "Whether a larger or smaller metric is better; null: 'min' "
+                         "for loss, 'max' otherwise.", default=None,
+                         choices=("max", "min"), nullable=True),
+    "device": Field(str, "Where to train: auto picks cuda when available.", default="auto",
+                    choices=("auto", "cpu", "cuda")),
+    "precision": Field(str, "fp32, or bf16 autocast (CPUs with bf16 support, recent GPUs).",
+                       default="fp32", choices=("fp32", "bf16")),
+    "channels_last": Field(bool, "Keep 4-d image batches and the model in channels_last "
+                           "memory format.", default=False),
+    "num_threads": Field(int, "CPU threads for torch; null: torch's default (one per core).",
+                         default=None, min=1, nullable=True),
+    "num_workers": Field(int, "DataLoader worker processes for tasks whose data is read "
+                         "per example; built-in tasks keep data in memory and need none.",
+                         default=0, min=0),
+    "save_summary_steps": Field(int, "Training steps between running-loss lines in train.log.",
+                                default=100, min=1),
+}

@@ -1,0 +1,1 @@
+"""The shared training machinery: loop, checkpoints, metrics, optimisation, RNG."""

@@ -1,0 +1,88 @@
+"""Turning a split into batches in an order that is a function of (seed, epoch).
+
+Two kinds of split data are accepted:
+- in-memory data with get_batch(index) (TensorData, or a task's own class): a batch is
+  one indexing operation on tensors already on the training device;
+- any torch Dataset of (inputs, label) pairs: read through a DataLoader with
+  params.num_workers processes, in the same order.
+Every example is used once per epoch; the last batch may be short, never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from torchstarter.engine.rng import ORDER_STREAM, epoch_generator
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    def __len__(self) -> int: ...
+
+    def get_batch(self, index: torch.Tensor) -> tuple[Any, Any]: ...
+
+
+class TensorData:
+    """A split held as tensors: inputs[i] and labels[i] form example i."""
+
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor):
+        if len(inputs) != len(labels):
+            raise ValueError(f"{len(inputs)} inputs but {len(labels)} labels")
+        self.inputs, self.labels = inputs, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def get_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs[index], self.labels[index]
+
+    @property
+    def device(self) -> torch.device:
+        return self.inputs.device
+
+    def to(self, device: torch.device) -> TensorData:
+        return TensorData(self.inputs.to(device), self.labels.to(device))
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
+    if not shuffle:
+        return torch.arange(n)
+    return torch.randperm(n, generator=epoch_generator(seed, epoch, ORDER_STREAM))
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+def batch_size_of(labels: Any) -> int:
+    if isinstance(labels, torch.Tensor):
+        return int(labels.shape[0])
+    return len(labels)
+
+
+def place(data: Any, device: torch.device) -> Any:
+    """Move in-memory data to the device once, so no batch is copied per step."""
+    return data.to(device) if isinstance(data, BatchSource) and hasattr(data, "to") else data
+
+
+def iterate_batches(data: BatchSource | Dataset, order: torch.Tensor, batch_size: int,
+                    device: torch.device, num_workers: int = 0) -> Iterator[tuple[Any, Any]]:
+    if isinstance(data, BatchSource):
+        for index in torch.split(order, batch_size):
+            yield data.get_batch(index)
+        return
+    chunks = [c.tolist() for c in torch.split(order, batch_size)]
+    loader = DataLoader(data, batch_sampler=chunks, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    for inputs, labels in loader:
+        yield to_device(inputs, device), to_device(labels, device)

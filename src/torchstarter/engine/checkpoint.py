@@ -1,0 +1,61 @@
+"""Atomic checkpoint files, loaded safely (weights_only) onto any device."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchstarter.errors import UserError
+from torchstarter.utils.atomic import atomic_write
+
+FORMAT = "torchstarter-checkpoint-1"
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write the checkpoint to a temp file, fsync it, then rename it over `path`."""
+    atomic_write(Path(path), lambda fh: torch.save({"format": FORMAT, **state}, fh))
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint without running pickled code; every failure is one clear UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: checkpoint not found; train first, or pick another "
+                        f"--restore (last, best or a file path)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise UserError(f"{path}: refused to load: the file holds more than weights "
+                        f"({first[:120]}); only load checkpoints you trust with torch.load "
+                        f"yourself") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({reason[:160]}); it may be "
+                        f"truncated or from another program: restore from another file") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path}: not a torchstarter checkpoint; pass a file written by "
+                        f"torchstarter train")
+    return state
+
+
+def check_compatible(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse to half-load: list missing, unexpected and mis-shaped keys in one message."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k} {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    if not (missing or unexpected or shapes):
+        return
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            parts.append(f"{label}: {', '.join(items[:5])}{more}")
+    raise UserError(f"{path}: checkpoint does not fit this model ({'; '.join(parts)}); "
+                    f"restore it with the params (task, architecture) it was trained with")

@@ -1,0 +1,52 @@
+"""Exact epoch metrics: sums of numerators and denominators, divided once at the end.
+
+A task's metric function returns (numerator, denominator) for one batch, e.g.
+(correct predictions, examples) for accuracy. Summing both over the epoch and dividing
+once gives the exact per-example value; a mean of batch means would not. Totals stay
+on the device as float64 tensors so the training loop never waits for a .item().
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+MetricFn = Callable[[Any, Any], tuple[Any, Any]]
+
+
+def _as_tensor(x: Any, device: torch.device) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(device=device, dtype=torch.float64)
+    return torch.tensor(float(x), dtype=torch.float64, device=device)
+
+
+class MetricTotals:
+    """Running sums for the loss and each metric over one pass of a split."""
+
+    def __init__(self, metric_fns: Mapping[str, MetricFn], device: torch.device):
+        self.metric_fns = dict(metric_fns)
+        self.device = device
+        # Row 0 is the loss; one row per metric after it. Columns: numerator, denominator.
+        self.sums = torch.zeros(1 + len(self.metric_fns), 2, dtype=torch.float64, device=device)
+        self.examples = 0
+
+    def add(self, loss: torch.Tensor, loss_count: Any, outputs: Any, labels: Any,
+            examples: int) -> None:
+        count = _as_tensor(loss_count, self.device)
+        rows = [torch.stack((_as_tensor(loss, self.device) * count, count))]
+        for fn in self.metric_fns.values():
+            num, den = fn(outputs, labels)
+            rows.append(torch.stack((_as_tensor(num, self.device), _as_tensor(den, self.device))))
+        self.sums += torch.stack(rows)
+        self.examples += examples
+
+    def running_loss(self) -> float:
+        num, den = self.sums[0].tolist()
+        return num / den if den else float("nan")
+
+    def compute(self) -> dict[str, float]:
+        sums = self.sums.tolist()
+        names = ["loss", *self.metric_fns]
+        return {name: (num / den if den else float("nan")) for name, (num, den) in zip(names, sums)}

@@ -1,0 +1,48 @@
+"""`evaluate` and `predict`: load a checkpoint with the params it was trained with."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torchstarter.config import Params
+from torchstarter.engine.checkpoint import check_compatible, load_checkpoint
+from torchstarter.engine.trainer import Trainer
+from torchstarter.errors import UserError
+from torchstarter.experiment import files
+from torchstarter.experiment.training import load_splits, setup_torch
+from torchstarter.tasks import Task
+from torchstarter.tasks.registry import resolve_params
+from torchstarter.utils.atomic import write_json
+
+
+def load_trained(model_dir: Path, restore: str = "best",
+                 overrides: Mapping[str, Any] | None = None) -> tuple[Task, Params, Trainer]:
+    path = files.checkpoint_path(model_dir, restore)
+    state = load_checkpoint(path)
+    raw = {**state["params"], **(overrides or {})}
+    task, params = resolve_params(raw, f"{path} (params saved in the checkpoint)",
+                                  base_dir=Path(model_dir))
+    trainer = Trainer(task, params, setup_torch(params))
+    check_compatible(trainer.model, state["model"], path)
+    trainer.load_state_dict(state, weights_only=True)
+    trainer.epoch = state["epoch"]
+    return task, params, trainer
+
+
+def evaluate(model_dir: Path, data_dir: Path, split: str = "test", restore: str = "best",
+             overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], Path]:
+    task, params, trainer = load_trained(model_dir, restore, overrides)
+    data = load_splits(task, params, data_dir, (split,))[split]
+    metrics = {"epoch": trainer.epoch, "examples": len(data), **trainer.evaluate(data)}
+    out = Path(model_dir) / files.metrics_file(split, restore)
+    write_json(out, metrics)
+    return metrics, out
+
+
+def predict(model_dir: Path, inputs: list[str], restore: str = "best") -> list[dict[str, Any]]:
+    task, params, trainer = load_trained(model_dir, restore)
+    if task.predict is None:
+        raise UserError(f"task '{task.name}' has no predict(); add one to the task module")
+    return task.predict(trainer.model, params, inputs, trainer.device)

@@ -1,0 +1,98 @@
+"""Names of the files in a model dir, and the console/file logging of a run."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from torchstarter.errors import UserError
+
+PARAMS = "params.json"
+RESOLVED_PARAMS = "resolved_params.json"
+LOG = "train.log"
+HISTORY = "history.json"
+CHECKPOINTS = {"last": "last.pt", "best": "best.pt"}
+VAL_BEST = "metrics_val_best_weights.json"
+VAL_LAST = "metrics_val_last_weights.json"
+ARCHIVE = "previous_runs"
+
+# Everything a training run writes; a fresh run refuses to start over these.
+RUN_OUTPUTS = (LOG, HISTORY, RESOLVED_PARAMS, VAL_BEST, VAL_LAST, *CHECKPOINTS.values())
+
+
+def metrics_file(split: str, restore: str) -> str:
+    return f"metrics_{split}_{Path(restore).stem if restore not in CHECKPOINTS else restore}.json"
+
+
+def checkpoint_path(model_dir: Path, restore: str) -> Path:
+    """`last`/`best` name files in the model dir; anything else is a path."""
+    if restore in CHECKPOINTS:
+        return Path(model_dir) / CHECKPOINTS[restore]
+    return Path(restore)
+
+
+def existing_outputs(model_dir: Path) -> list[str]:
+    return [name for name in RUN_OUTPUTS if (Path(model_dir) / name).exists()]
+
+
+def archive_outputs(model_dir: Path) -> Path:
+    """Move a previous run's outputs aside (never delete them) before a fresh run."""
+    dest = Path(model_dir) / ARCHIVE / time.strftime("%Y%m%d-%H%M%S")
+    suffix = 1
+    while dest.exists():
+        dest = dest.with_name(f"{dest.name.split('.')[0]}.{suffix}")
+        suffix += 1
+    dest.mkdir(parents=True)
+    for item in Path(model_dir).iterdir():
+        if item.name in RUN_OUTPUTS or item.name.startswith("metrics_"):
+            shutil.move(str(item), dest / item.name)
+    return dest
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("params: device is 'cuda' but no CUDA GPU is visible; set "
+                            "device to 'auto' or 'cpu'")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class _TqdmHandler(logging.Handler):
+    """Console lines that do not break an active progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record))
+
+
+@contextlib.contextmanager
+def run_logging(log_file: Path | None, console: bool = True) -> Iterator[logging.Logger]:
+    """Route the 'torchstarter' logger to the console (INFO) and to log_file (DEBUG)."""
+    logger = logging.getLogger("torchstarter")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    handlers: list[logging.Handler] = []
+    if console:
+        handler = _TqdmHandler(logging.INFO)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handlers.append(handler)
+    if log_file is not None:
+        handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        handler.setLevel(logging.DEBUG)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handlers.append(handler)
+    for h in handlers:
+        logger.addHandler(h)
+    try:
+        yield logger
+    finally:
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()

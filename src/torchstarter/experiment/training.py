@@ -1,0 +1,125 @@
+"""`train`: run the engine on an experiment folder and write everything it produces there."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchstarter.config import Params
+from torchstarter.engine.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from torchstarter.engine.rng import seed_everything
+from torchstarter.engine.trainer import EpochResult, Trainer
+from torchstarter.errors import UserError
+from torchstarter.experiment import files
+from torchstarter.tasks import Task
+from torchstarter.tasks.registry import load_experiment
+from torchstarter.utils.atomic import write_json
+
+log = logging.getLogger("torchstarter")
+
+
+def setup_torch(params: Params) -> torch.device:
+    if params.num_threads is not None:
+        torch.set_num_threads(params.num_threads)
+    seed_everything(params.seed)
+    return files.resolve_device(params.device)
+
+
+def load_splits(task: Task, params: Params, data_dir: Path, splits: tuple[str, ...]
+                ) -> dict[str, Any]:
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"{data_dir}: data folder not found; check --data-dir")
+    out = {}
+    for split in splits:
+        data = task.load_split(params, data_dir, split)
+        if len(data) == 0:
+            raise UserError(f"{data_dir}: split '{split}' is empty; rebuild the dataset")
+        out[split] = data
+    return out
+
+
+def format_metrics(metrics: Mapping[str, float]) -> str:
+    return " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+
+
+def train(model_dir: Path, data_dir: Path, restore: str | None = None,
+          overrides: Mapping[str, Any] | None = None, overwrite: bool = False,
+          stop_after_epoch: int | None = None, console: bool = True) -> Trainer:
+    """Train the experiment in model_dir; return the trainer at the end of the run."""
+    model_dir = Path(model_dir)
+    task, params = load_experiment(model_dir / files.PARAMS, overrides)
+    previous = files.existing_outputs(model_dir)
+    if restore is None and previous and not overwrite:
+        raise UserError(f"{model_dir}: already holds a run ({', '.join(previous[:3])}); pass "
+                        f"--restore last to continue it, or --overwrite to start over (the "
+                        f"old files move to {files.ARCHIVE}/)")
+    state = None
+    if restore is not None:
+        state = load_checkpoint(files.checkpoint_path(model_dir, restore))
+    device = setup_torch(params)
+    data = load_splits(task, params, data_dir, ("train", "val"))
+    archived = files.archive_outputs(model_dir) if restore is None and previous else None
+
+    with files.run_logging(model_dir / files.LOG, console) as logger:
+        trainer = Trainer(task, params, device)
+        if state is not None:
+            check_compatible(trainer.model, state["model"], files.checkpoint_path(model_dir,
+                                                                                   restore))
+            trainer.load_state_dict(state)
+            _log_param_changes(state["params"], params)
+            logger.info("==== resumed from %s after epoch %d (best %s %s) ====", restore,
+                        trainer.epoch, params.metric, trainer.early_stopping.best)
+        else:
+            logger.info("==== new run: task %s, %s ====", task.name, time.strftime("%c"))
+            if archived is not None:
+                logger.info("previous run's files moved to %s", archived)
+        logger.info("data: %s; train %d, val %d examples; device %s, %d threads",
+                    data_dir, len(data["train"]), len(data["val"]), device,
+                    torch.get_num_threads())
+        write_json(model_dir / files.RESOLVED_PARAMS, params.to_dict())
+        if trainer.epoch >= params.num_epochs or trainer.early_stopping.should_stop:
+            logger.info("nothing to do: %d of %d epochs done%s; raise num_epochs (e.g. --set "
+                        "num_epochs=%d) to train further", trainer.epoch, params.num_epochs,
+                        " and early stopping fired" if trainer.early_stopping.should_stop
+                        else "", params.num_epochs + 10)
+            return trainer
+
+        def on_epoch_end(result: EpochResult) -> None:
+            _save_epoch(model_dir, trainer, result)
+            logger.info("epoch %d/%d  train: %s | val: %s | lr %.2e | %.1fs%s", result.epoch,
+                        params.num_epochs, format_metrics(result.train),
+                        format_metrics(result.val), result.lr, result.seconds,
+                        "  *best" if result.improved else "")
+
+        trainer.fit(data["train"], data["val"], on_epoch_end, stop_after_epoch)
+        es = trainer.early_stopping
+        if es.should_stop:
+            logger.info("early stopping: no better val %s for %d epochs", params.metric,
+                        es.patience)
+        logger.info("best val %s %.4f at epoch %s; files in %s", params.metric, es.best,
+                    es.best_epoch, model_dir)
+    return trainer
+
+
+def _save_epoch(model_dir: Path, trainer: Trainer, result: EpochResult) -> None:
+    """best before last: a crash between the two never loses a new best."""
+    state = trainer.state_dict()
+    val = {"epoch": result.epoch, **result.val}
+    if result.improved:
+        save_checkpoint(state, model_dir / files.CHECKPOINTS["best"])
+        write_json(model_dir / files.VAL_BEST, val)
+    save_checkpoint(state, model_dir / files.CHECKPOINTS["last"])
+    write_json(model_dir / files.VAL_LAST, val)
+    write_json(model_dir / files.HISTORY, trainer.history)
+
+
+def _log_param_changes(old: Mapping[str, Any], new: Params) -> None:
+    changed = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
+    if changed:
+        log.info("params changed since the checkpoint: %s", "; ".join(changed))

@@ -1,0 +1,83 @@
+"""The task interface: the only things a project writes to use the engine.
+
+A task is a Python module with these names at module level:
+
+Required
+  SCHEMA: dict[str, Field]       the task's own params keys (engine keys are shared)
+  METRICS: dict[str, fn]         fn(outputs, labels) -> (numerator, denominator) for one
+                                 batch; the epoch value is sum(numerators) / sum(denominators)
+  DEFAULT_METRIC: str            the metric that selects `best` unless params say otherwise
+  load_split(params, data_dir, split) -> data
+                                 a TensorData (or any object with __len__ and
+                                 get_batch(index)), or a torch Dataset of (inputs, label)
+  build_model(params) -> nn.Module
+  loss_fn(outputs, labels) -> loss, or (loss, count) when the mean is over `count`
+                                 items other than the batch's examples (e.g. real tokens)
+Optional
+  augment(params, inputs, generator) -> inputs   applied to training batches only
+  predict(model, params, inputs, device) -> list of row dicts, for `torchstarter predict`
+  add_build_arguments(parser) / build_dataset(args)   for `torchstarter build-dataset`
+  write_sample_data(folder)      writes small raw data for the demo and tests
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from torchstarter.config import Field
+from torchstarter.errors import UserError
+
+REQUIRED_PARTS = ("SCHEMA", "METRICS", "DEFAULT_METRIC", "load_split", "build_model", "loss_fn")
+OPTIONAL_PARTS = ("augment", "predict", "add_build_arguments", "build_dataset",
+                  "write_sample_data")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    schema: dict[str, Field]
+    metrics: dict[str, Callable[[Any, Any], tuple[Any, Any]]]
+    default_metric: str
+    load_split: Callable[..., Any]
+    build_model: Callable[..., Any]
+    loss_fn: Callable[[Any, Any], Any]
+    augment: Callable[..., Any] | None = None
+    predict: Callable[..., Any] | None = None
+    add_build_arguments: Callable[..., Any] | None = None
+    build_dataset: Callable[..., Any] | None = None
+    write_sample_data: Callable[..., Any] | None = None
+
+    @classmethod
+    def from_module(cls, name: str, module: ModuleType) -> Task:
+        missing = [part for part in REQUIRED_PARTS if not hasattr(module, part)]
+        if missing:
+            raise UserError(f"task '{name}' ({getattr(module, '__file__', module.__name__)}) "
+                            f"lacks {', '.join(missing)}; see torchstarter.tasks.base for "
+                            f"what a task module must define")
+        parts = {p: getattr(module, p) for p in REQUIRED_PARTS + OPTIONAL_PARTS
+                 if hasattr(module, p)}
+        task = cls(
+            name=name,
+            schema=dict(parts.pop("SCHEMA")),
+            metrics=dict(parts.pop("METRICS")),
+            default_metric=parts.pop("DEFAULT_METRIC"),
+            **{k.lower(): v for k, v in parts.items()},
+        )
+        if task.default_metric not in task.metric_names:
+            raise UserError(f"task '{name}': DEFAULT_METRIC '{task.default_metric}' is not "
+                            f"'loss' or a key of METRICS ({', '.join(task.metrics)})")
+        return task
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return ("loss", *self.metrics)
+
+    def loss(self, outputs: Any, labels: Any) -> tuple[Any, Any]:
+        """Return (mean loss, number of items it averages); examples unless the task says."""
+        result = self.loss_fn(outputs, labels)
+        if isinstance(result, tuple):
+            return result
+        return result, (labels.shape[0] if hasattr(labels, "shape") else len(labels))

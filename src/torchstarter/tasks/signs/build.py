@@ -1,0 +1,141 @@
+"""build-dataset for SIGNS: resize, split raw train 80/20 with a seed, find duplicates.
+
+Input: RAW/train_signs and RAW/test_signs. Output: OUT/{train,val,test}_signs with
+64x64 images (files already 64x64 are copied byte for byte, not re-encoded) and
+OUT/build_report.json describing the split and every exact duplicate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from torchstarter.errors import UserError
+from torchstarter.tasks.signs.images import (
+    IMAGE_SIZE,
+    label_from_name,
+    list_images,
+    open_rgb,
+    resize,
+)
+from torchstarter.utils.atomic import write_json
+from torchstarter.utils.folders import replace_folder
+
+SPLITS = ("train", "val", "test")
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--val-fraction", "--val_fraction", type=float, default=0.2,
+                        help="share of raw train_signs held out for validation (default 0.2)")
+    parser.add_argument("--num-classes", "--num_classes", type=int, default=6,
+                        help="labels must lie in 0..num_classes-1 (default 6)")
+    parser.add_argument("--drop-leaks", "--drop_leaks", action="store_true",
+                        help="leave out val/test images whose pixels equal a training image's")
+
+
+def pixel_hash(img) -> str:
+    return hashlib.sha1(img.tobytes() + repr(img.size).encode()).hexdigest()
+
+
+def plan_split(files: list[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """Sort, shuffle with `seed`, hold out the first val_fraction: reproducible anywhere."""
+    shuffled = sorted(files)
+    random.Random(seed).shuffle(shuffled)
+    n_val = round(len(shuffled) * val_fraction)
+    return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
+
+
+def find_duplicates(hashes: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """Summarise exact duplicates: within each split, and val/test copies of train images."""
+    report: dict[str, Any] = {"within": {}, "leaks": {}}
+    for split, by_name in hashes.items():
+        groups = defaultdict(list)
+        for name, digest in by_name.items():
+            groups[digest].append(name)
+        report["within"][split] = sorted(sorted(g) for g in groups.values() if len(g) > 1)
+    train_hashes = set(hashes.get("train", {}).values())
+    for split in ("val", "test"):
+        report["leaks"][split] = sorted(
+            name for name, digest in hashes.get(split, {}).items() if digest in train_hashes)
+    val_hashes = set(hashes.get("val", {}).values())
+    report["leaks"]["test_in_val"] = sorted(
+        name for name, digest in hashes.get("test", {}).items() if digest in val_hashes)
+    return report
+
+
+def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
+    raw, out = Path(args.data_dir), Path(args.output_dir)
+    if not 0 < args.val_fraction < 1:
+        raise UserError(f"--val-fraction {args.val_fraction}: must lie strictly between 0 and 1")
+    train_files = list_images(raw / "train_signs")
+    test_files = list_images(raw / "test_signs")
+    train, val = plan_split(train_files, args.val_fraction, args.seed)
+    sources = {"train": train, "val": val, "test": test_files}
+
+    # Decode every image once: validates it, gives its pixel hash and, if needed, its resize.
+    # Only the 64x64 version is kept: the original release is 3024x3024 per image.
+    decoded: dict[str, list[tuple[Path, int, Any]]] = {}
+    hashes: dict[str, dict[str, str]] = {}
+    for split, files in sources.items():
+        decoded[split], hashes[split] = [], {}
+        for path in files:
+            label = label_from_name(path, args.num_classes)
+            img = open_rgb(path)
+            hashes[split][path.name] = pixel_hash(img)
+            keep_file = img.size == (IMAGE_SIZE, IMAGE_SIZE) and path.suffix.lower() in (
+                ".jpg", ".jpeg")
+            decoded[split].append((path, label, None if keep_file else resize(img)))
+    duplicates = find_duplicates(hashes)
+    dropped = {s: set(duplicates["leaks"][s]) if args.drop_leaks else set()
+               for s in ("val", "test")}
+
+    def write(tmp: Path) -> dict[str, Any]:
+        counts: dict[str, Any] = {}
+        for split in SPLITS:
+            folder = tmp / f"{split}_signs"
+            folder.mkdir(parents=True)
+            per_class: dict[int, int] = defaultdict(int)
+            resized = 0
+            for path, label, img in decoded[split]:
+                if path.name in dropped.get(split, ()):
+                    continue
+                target = folder / path.name
+                if img is None:
+                    shutil.copyfile(path, target)  # already the right size: no re-encoding
+                else:
+                    img.save(target.with_suffix(".jpg"), quality=95)
+                    resized += 1
+                per_class[label] += 1
+            counts[split] = {"images": sum(per_class.values()), "resized": resized,
+                             "per_class": {str(k): per_class[k] for k in sorted(per_class)}}
+        report = {"source": str(raw.resolve()), "seed": args.seed,
+                  "val_fraction": args.val_fraction, "drop_leaks": args.drop_leaks,
+                  "splits": counts, "duplicates": duplicates}
+        write_json(tmp / "build_report.json", report)
+        return report
+
+    return replace_folder(out, write, overwrite=args.overwrite)
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for split in SPLITS:
+        c = report["splits"][split]
+        lines.append(f"{split:5s}: {c['images']:5d} images ({c['resized']} resized)")
+    dup = report["duplicates"]
+    within = {s: sum(len(g) - 1 for g in groups) for s, groups in dup["within"].items()}
+    lines.append("exact duplicates within a split (extra copies): "
+                 + ", ".join(f"{s} {n}" for s, n in within.items()))
+    leak_val, leak_test = len(dup["leaks"]["val"]), len(dup["leaks"]["test"])
+    lines.append(f"val images equal to a train image: {leak_val}; test images: {leak_test}; "
+                 f"test images equal to a val image: {len(dup['leaks']['test_in_val'])}")
+    if report["drop_leaks"]:
+        lines.append(f"dropped {leak_val} val and {leak_test} test images (--drop-leaks)")
+    elif leak_val or leak_test:
+        lines.append("pass --drop-leaks to leave those val/test images out")
+    return lines
