@@ -200,8 +200,8 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"build-dataset": _build_dataset, "train": _train, "evaluate": _evaluate, "predict": _predict,
-            "sample-data": _sample_data, "demo": _demo}
+COMMANDS = {"build-dataset": _build_dataset, "train": _train, "evaluate": _evaluate,
+            "predict": _predict, "sample-data": _sample_data, "demo": _demo}
 
 if __name__ == "__main__":
     raise SystemExit(main())

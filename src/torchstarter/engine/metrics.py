@@ -49,4 +49,5 @@ class MetricTotals:
     def compute(self) -> dict[str, float]:
         sums = self.sums.tolist()
         names = ["loss", *self.metric_fns]
-        return {name: (num / den if den else float("nan")) for name, (num, den) in zip(names, sums)}
+        return {name: (num / den if den else float("nan"))
+                for name, (num, den) in zip(names, sums, strict=True)}

@@ -107,11 +107,11 @@ class Trainer:
         order = epoch_order(len(data), p.seed, epoch, shuffle=True).to(_index_device(data))
         augment_gen = epoch_generator(p.seed, epoch, AUGMENT_STREAM, self.device)
         totals = MetricTotals(self.task.metrics, self.device)
-        bar = tqdm(total=len(data), desc=f"epoch {epoch}/{p.num_epochs}", unit="ex",
+        bar = tqdm(total=len(data), desc=f"epoch {epoch}/{p.num_epochs}", unit="samples",
                    leave=False, disable=None, dynamic_ncols=True)
-        last_shown, step = time.monotonic(), 0
-        for inputs, labels in iterate_batches(data, order, p.batch_size, self.device,
-                                              p.num_workers):
+        last_shown = time.monotonic()
+        batches = iterate_batches(data, order, p.batch_size, self.device, p.num_workers)
+        for step, (inputs, labels) in enumerate(batches, start=1):
             if self.task.augment is not None:
                 inputs = self.task.augment(p, inputs, augment_gen)
             inputs = self._prepare(inputs)
@@ -125,7 +125,6 @@ class Trainer:
             self.optimizer.step()
             with torch.no_grad():
                 totals.add(loss.detach(), count, outputs.detach(), labels, batch_size_of(labels))
-            step += 1
             bar.update(batch_size_of(labels))
             if step % p.save_summary_steps == 0:
                 log.debug("epoch %d step %d: running loss %.4f", epoch, step,

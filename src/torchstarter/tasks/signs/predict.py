@@ -41,7 +41,7 @@ def predict(model: torch.nn.Module, params: Params, inputs: list[str], device: t
     for start in range(0, len(files), params.batch_size):
         batch = torch.from_numpy(images[start:start + params.batch_size]).to(device)
         probs = torch.softmax(model(batch).float(), dim=1).cpu()
-        for path, p in zip(files[start:start + params.batch_size], probs):
+        for path, p in zip(files[start:start + params.batch_size], probs, strict=True):
             rows.append({"file": str(path), "label": int(p.argmax()),
                          "probabilities": {str(c): round(float(v), 4) for c, v in enumerate(p)}})
     return rows

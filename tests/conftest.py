@@ -1,0 +1,51 @@
+"""Shared fixtures: the built-in sample data built once, and tiny experiment folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from torchstarter.tasks import load_task
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Small network and few epochs: the tests check behaviour, not accuracy.
+TINY = {"task": "signs", "learning_rate": 1e-3, "batch_size": 32, "num_epochs": 2,
+        "num_channels": 4, "dropout_rate": 0.5}
+
+
+def build_args(raw: Path, out: Path, **extra) -> argparse.Namespace:
+    task = load_task("signs")
+    parser = argparse.ArgumentParser()
+    task.add_build_arguments(parser)
+    args = parser.parse_args([])
+    args.__dict__.update(data_dir=raw, output_dir=out, seed=230, overwrite=False, **extra)
+    return args
+
+
+@pytest.fixture(scope="session")
+def sample_raw(tmp_path_factory) -> Path:
+    raw = tmp_path_factory.mktemp("sample") / "raw"
+    load_task("signs").write_sample_data(raw)
+    return raw
+
+
+@pytest.fixture(scope="session")
+def sample_data(sample_raw, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("built") / "data"
+    load_task("signs").build_dataset(build_args(sample_raw, out))
+    return out
+
+
+@pytest.fixture
+def make_experiment(tmp_path):
+    def make(name: str = "exp", **params) -> Path:
+        model_dir = tmp_path / name
+        model_dir.mkdir()
+        (model_dir / "params.json").write_text(json.dumps({**TINY, **params}))
+        return model_dir
+    return make

@@ -1,0 +1,52 @@
+import json
+
+import torch
+
+from torchstarter.engine.checkpoint import load_checkpoint
+from torchstarter.experiment.training import train
+
+
+def weights(model_dir):
+    return load_checkpoint(model_dir / "last.pt")["model"]
+
+
+def test_interrupted_and_restored_run_ends_with_identical_weights(make_experiment, sample_data):
+    params = {"num_epochs": 6, "scheduler": "step", "step_size": 2, "gamma": 0.5}
+    straight = make_experiment("straight", **params)
+    paused = make_experiment("paused", **params)
+    train(straight, sample_data, console=False)
+    train(paused, sample_data, console=False, stop_after_epoch=3)
+    assert load_checkpoint(paused / "last.pt")["epoch"] == 3
+    trainer = train(paused, sample_data, restore="last", console=False)
+    assert trainer.epoch == 6
+    a, b = weights(straight), weights(paused)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    history_a = json.loads((straight / "history.json").read_text())
+    history_b = json.loads((paused / "history.json").read_text())
+    assert [r["epoch"] for r in history_b] == [1, 2, 3, 4, 5, 6]
+    drop_time = [{k: v for k, v in r.items() if k != "seconds"} for r in history_a]
+    assert drop_time == [{k: v for k, v in r.items() if k != "seconds"} for r in history_b]
+    assert "resumed from last after epoch 3" in (paused / "train.log").read_text()
+
+
+def test_restore_remembers_the_best_metric(make_experiment, sample_data):
+    model_dir = make_experiment(num_epochs=2)
+    first = train(model_dir, sample_data, console=False)
+    best = first.early_stopping.best
+    again = train(model_dir, sample_data, restore="last", console=False,
+                  overrides={"num_epochs": 3})
+    assert again.epoch == 3
+    assert again.early_stopping.best >= best
+    best_file = json.loads((model_dir / "metrics_val_best_weights.json").read_text())
+    assert best_file["accuracy"] == again.early_stopping.best
+
+
+def test_data_order_is_a_function_of_seed_and_epoch():
+    from torchstarter.engine.batching import epoch_order
+
+    a = epoch_order(50, 230, 3, shuffle=True)
+    assert torch.equal(a, epoch_order(50, 230, 3, shuffle=True))
+    assert not torch.equal(a, epoch_order(50, 230, 4, shuffle=True))
+    assert not torch.equal(a, epoch_order(50, 231, 3, shuffle=True))
+    assert sorted(a.tolist()) == list(range(50))
