@@ -23,7 +23,8 @@ def load_task(spec: str, base_dir: Path | None = None) -> Task:
         return Task.from_module(spec, importlib.import_module(BUILTIN_TASKS[spec]))
     if spec.endswith(".py"):
         path = Path(spec)
-        if not path.is_absolute() and base_dir is not None and not path.exists():
+        # Relative to the folder of the params.json first, so an experiment can move.
+        if not path.is_absolute() and base_dir is not None and (base_dir / path).is_file():
             path = base_dir / path
         if not path.is_file():
             raise UserError(f"task file {spec} not found (looked in {path.parent}); "
