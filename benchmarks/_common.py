@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -19,9 +18,5 @@ def build_signs(raw: Path, drop_leaks: bool = False) -> Path:
         sys.exit(f"{raw}: no SIGNS data here (train_signs/ missing); pass --raw PATH")
     out = Path(tempfile.mkdtemp(prefix="signs64-")) / "data"
     task = load_task("signs")
-    parser = argparse.ArgumentParser()
-    task.add_build_arguments(parser)
-    args = parser.parse_args(["--drop-leaks"] if drop_leaks else [])
-    args.__dict__.update(data_dir=raw, output_dir=out, seed=230, overwrite=False)
-    task.build_dataset(args)
+    task.build_dataset(task.build_options(raw, out, drop_leaks=drop_leaks))
     return out

@@ -18,13 +18,8 @@ TINY = {"task": "signs", "learning_rate": 1e-3, "batch_size": 32, "num_epochs": 
         "num_channels": 4, "dropout_rate": 0.5}
 
 
-def build_args(raw: Path, out: Path, **extra) -> argparse.Namespace:
-    task = load_task("signs")
-    parser = argparse.ArgumentParser()
-    task.add_build_arguments(parser)
-    args = parser.parse_args([])
-    args.__dict__.update(data_dir=raw, output_dir=out, seed=230, overwrite=False, **extra)
-    return args
+def build_args(raw: Path, out: Path, **options) -> argparse.Namespace:
+    return load_task("signs").build_options(raw, out, **options)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -32,12 +31,7 @@ def run_demo(output_dir: Path | None, params_file: Path, overrides: list[str]) -
     print(f"== 1/5 sample data ({task.name}) -> {raw}")
     print(task.write_sample_data(raw))
     print(f"== 2/5 build-dataset -> {data}")
-    parser = argparse.ArgumentParser()
-    if task.add_build_arguments is not None:
-        task.add_build_arguments(parser)
-    build_args = parser.parse_args([])
-    build_args.__dict__.update(data_dir=raw, output_dir=data, seed=230, overwrite=False)
-    for line in task.build_dataset(build_args):
+    for line in task.build_dataset(task.build_options(raw, data)):
         print("   ", line)
 
     print(f"== 3/5 train {params_file} -> {model_dir}")

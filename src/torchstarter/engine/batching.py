@@ -45,6 +45,8 @@ class TensorData:
         return self.inputs.device
 
     def to(self, device: torch.device) -> TensorData:
+        if self.inputs.device == device and self.labels.device == device:
+            return self
         return TensorData(self.inputs.to(device), self.labels.to(device))
 
 

@@ -103,6 +103,7 @@ class Trainer:
     def train_epoch(self, data: Any, epoch: int) -> dict[str, float]:
         """One pass over `data` in the order fixed by (seed, epoch); exact epoch metrics."""
         p = self.params
+        data = place(data, self.device)
         self.model.train()
         order = epoch_order(len(data), p.seed, epoch, shuffle=True).to(_index_device(data))
         augment_gen = epoch_generator(p.seed, epoch, AUGMENT_STREAM, self.device)
@@ -137,6 +138,7 @@ class Trainer:
 
     @torch.inference_mode()
     def evaluate(self, data: Any) -> dict[str, float]:
+        data = place(data, self.device)
         self.model.eval()
         totals = MetricTotals(self.task.metrics, self.device)
         order = torch.arange(len(data), device=_index_device(data))

@@ -22,8 +22,10 @@ Optional
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -74,6 +76,17 @@ class Task:
     @property
     def metric_names(self) -> tuple[str, ...]:
         return ("loss", *self.metrics)
+
+    def build_options(self, data_dir: Any, output_dir: Any, seed: int = 230,
+                      overwrite: bool = False, **options: Any) -> argparse.Namespace:
+        """The arguments build_dataset gets from the CLI, with the task's own defaults."""
+        parser = argparse.ArgumentParser()
+        if self.add_build_arguments is not None:
+            self.add_build_arguments(parser)
+        args = parser.parse_args([])
+        args.__dict__.update(data_dir=Path(data_dir), output_dir=Path(output_dir), seed=seed,
+                             overwrite=overwrite, **options)
+        return args
 
     def loss(self, outputs: Any, labels: Any) -> tuple[Any, Any]:
         """Return (mean loss, number of items it averages); examples unless the task says."""
