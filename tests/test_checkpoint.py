@@ -102,3 +102,11 @@ def test_a_checkpoint_of_another_architecture_lists_the_mismatch():
     with pytest.raises(UserError, match=r"shape: blocks\.0\.0\.weight \(4, 3, 3, 3\) vs model "
                                         r"\(8, 3, 3, 3\)"):
         check_compatible(wider.model, state["model"], "last.pt")
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    _, state = trained_state()
+    save_checkpoint(state, tmp_path / "last.pt")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "last.pt").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -50,3 +50,27 @@ def test_data_order_is_a_function_of_seed_and_epoch():
     assert not torch.equal(a, epoch_order(50, 230, 4, shuffle=True))
     assert not torch.equal(a, epoch_order(50, 231, 3, shuffle=True))
     assert sorted(a.tolist()) == list(range(50))
+
+
+def test_restore_refuses_a_changed_optimizer_or_schedule(make_experiment, sample_data):
+    import pytest
+
+    from torchstarter.errors import UserError
+
+    model_dir = make_experiment(num_epochs=1)
+    train(model_dir, sample_data, console=False)
+    before = (model_dir / "last.pt").read_bytes()
+    with pytest.raises(UserError, match=r"learning_rate 0.001 -> 0.01"):
+        train(model_dir, sample_data, restore="last", console=False,
+              overrides={"learning_rate": 0.01, "num_epochs": 2})
+    assert (model_dir / "last.pt").read_bytes() == before
+
+
+def test_more_epochs_on_restore_stretch_a_cosine_schedule(make_experiment, sample_data):
+    model_dir = make_experiment(num_epochs=1, scheduler="cosine")
+    train(model_dir, sample_data, console=False)
+    trainer = train(model_dir, sample_data, restore="last", console=False,
+                    overrides={"num_epochs": 3})
+    assert trainer.scheduler.T_max == 3
+    lrs = [row["lr"] for row in trainer.history]
+    assert lrs[0] > lrs[1] > lrs[2] > 0

@@ -113,3 +113,10 @@ def test_a_corrupt_image_names_the_file_and_writes_nothing(raw_with_duplicates, 
         build_dataset(build_args(raw_with_duplicates, tmp_path / "out"))
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["raw"]
+
+
+def test_an_output_folder_holding_the_raw_data_is_refused(raw_with_duplicates):
+    with pytest.raises(UserError, match="would contain the raw data"):
+        build_dataset(build_args(raw_with_duplicates, raw_with_duplicates.parent,
+                                 overwrite=True))
+    assert len(list((raw_with_duplicates / "train_signs").iterdir())) == 21

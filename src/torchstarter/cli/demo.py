@@ -17,19 +17,27 @@ from torchstarter.experiment.training import train
 from torchstarter.tasks import load_task
 
 
-def run_demo(output_dir: Path | None, params_file: Path, overrides: list[str]) -> Path:
+def run_demo(output_dir: Path | None, params_file: Path, overrides: list[str],
+             raw_dir: Path | None = None) -> Path:
+    """Run every step; with raw_dir, on that raw data instead of the built-in sample."""
     started = time.perf_counter()
     params = read_params_file(params_file)
     task = load_task(params.get("task", "signs"))
-    if task.write_sample_data is None or task.build_dataset is None:
-        raise UserError(f"{params_file}: task '{task.name}' has no built-in sample data")
+    if task.build_dataset is None or (raw_dir is None and task.write_sample_data is None):
+        raise UserError(f"{params_file}: task '{task.name}' has no built-in sample data; "
+                        f"pass --raw-dir")
     out = Path(output_dir or Path("demo-runs") / time.strftime("%Y%m%d-%H%M%S"))
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out}: folder exists and is not empty; pick another --output-dir")
-    raw, data, model_dir = out / "raw", out / "data", out / "experiment"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: exists and is not an empty folder; pick another --output-dir")
+    data, model_dir = out / "data", out / "experiment"
 
-    print(f"== 1/5 sample data ({task.name}) -> {raw}")
-    print(task.write_sample_data(raw))
+    if raw_dir is None:
+        raw = out / "raw"
+        print(f"== 1/5 sample data ({task.name}) -> {raw}")
+        print("   ", task.write_sample_data(raw))
+    else:
+        raw = Path(raw_dir)
+        print(f"== 1/5 raw data: {raw}")
     print(f"== 2/5 build-dataset -> {data}")
     for line in task.build_dataset(task.build_options(raw, data)):
         print("   ", line)
@@ -38,6 +46,9 @@ def run_demo(output_dir: Path | None, params_file: Path, overrides: list[str]) -
     model_dir.mkdir(parents=True)
     shutil.copyfile(params_file, model_dir / "params.json")
     trainer = train(model_dir, data, overrides=parse_overrides(overrides))
+    es = trainer.early_stopping
+    if es.best is None:
+        raise UserError(f"{model_dir}: training gave no finite val metric; see train.log")
 
     print("== 4/5 evaluate best weights on test")
     test, _ = evaluate(model_dir, data, "test", "best")
@@ -48,7 +59,6 @@ def run_demo(output_dir: Path | None, params_file: Path, overrides: list[str]) -
         print(f"    {Path(row['file']).name}: label {row['label']} "
               f"(p={probs[str(row['label'])]:.3f})")
 
-    es = trainer.early_stopping
     best_row = next(r for r in trainer.history if r["epoch"] == es.best_epoch)
     table = [{"split": "val (best epoch)", **{k[4:]: v for k, v in best_row.items()
                                                if k.startswith("val_")}},

@@ -111,6 +111,8 @@ def build_parser(build_task: str | None = None) -> argparse.ArgumentParser:
           help="folder for everything the demo writes (default: demo-runs/<time>)")
     _flag(p, "params", type=Path, default=Path("experiments/signs/base_model/params.json"),
           help="params to train with (default: the reference SIGNS params)")
+    _flag(p, "raw_dir", type=Path, default=None,
+          help="raw data to use instead of the built-in sample (e.g. data/SIGNS)")
     _set_flag(p)
     return parser
 
@@ -196,7 +198,7 @@ def _sample_data(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from torchstarter.cli.demo import run_demo
 
-    run_demo(args.output_dir, args.params, args.overrides)
+    run_demo(args.output_dir, args.params, args.overrides, args.raw_dir)
     return 0
 
 

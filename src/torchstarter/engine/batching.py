@@ -81,7 +81,8 @@ def iterate_batches(data: BatchSource | Dataset, order: torch.Tensor, batch_size
                     device: torch.device, num_workers: int = 0) -> Iterator[tuple[Any, Any]]:
     if isinstance(data, BatchSource):
         for index in torch.split(order, batch_size):
-            yield data.get_batch(index)
+            inputs, labels = data.get_batch(index)
+            yield to_device(inputs, device), to_device(labels, device)  # no-op when there
         return
     chunks = [c.tolist() for c in torch.split(order, batch_size)]
     loader = DataLoader(data, batch_sampler=chunks, num_workers=num_workers,

@@ -19,7 +19,7 @@ MetricFn = Callable[[Any, Any], tuple[Any, Any]]
 def _as_tensor(x: Any, device: torch.device) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach().to(device=device, dtype=torch.float64)
-    return torch.tensor(float(x), dtype=torch.float64, device=device)
+    return torch.full((), float(x), dtype=torch.float64, device=device)
 
 
 class MetricTotals:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from torchstarter.config import Params
@@ -13,8 +15,26 @@ def build_optimizer(params: Params, model: torch.nn.Module) -> torch.optim.Optim
     if params.optimizer == "sgd":
         return torch.optim.SGD(trainable, lr=lr, momentum=params.momentum, weight_decay=wd)
     cls = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
-    # foreach updates all tensors of a step in a few fused kernels; same math as the loop.
-    return cls(trainable, lr=lr, weight_decay=wd, foreach=True)
+    return cls(trainable, lr=lr, weight_decay=wd)
+
+
+# Keys whose change would make a restored optimizer or scheduler state mean something else.
+RESUME_FIXED_KEYS = ("optimizer", "learning_rate", "weight_decay", "momentum", "scheduler",
+                     "step_size", "gamma", "plateau_patience", "metric", "metric_mode")
+
+
+def extend_schedule(scheduler, num_epochs: int) -> None:
+    """After a restore with more epochs, let a cosine schedule run to the new end."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and \
+            scheduler.T_max != num_epochs:
+        scheduler.T_max = num_epochs
+        # Put the lr where the closed form says it is at this epoch of the longer schedule;
+        # the scheduler's recursive update then carries on from there.
+        progress = (1 + math.cos(math.pi * scheduler.last_epoch / num_epochs)) / 2
+        for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs,
+                               strict=True):
+            group["lr"] = scheduler.eta_min + (base - scheduler.eta_min) * progress
+        scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
 
 def build_scheduler(params: Params, optimizer: torch.optim.Optimizer, mode: str):

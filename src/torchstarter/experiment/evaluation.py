@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from torchstarter.config import Params
 from torchstarter.engine.checkpoint import check_compatible, load_checkpoint
 from torchstarter.engine.trainer import Trainer
@@ -22,6 +24,9 @@ def load_trained(model_dir: Path, restore: str = "best",
     path = files.checkpoint_path(model_dir, restore)
     state = load_checkpoint(path)
     raw = {**state["params"], **(overrides or {})}
+    if raw.get("device") == "cuda" and "device" not in (overrides or {}) and \
+            not torch.cuda.is_available():
+        raw["device"] = "cpu"  # trained on a GPU, used here on a CPU machine
     task, params = resolve_params(raw, f"{path} (params saved in the checkpoint)",
                                   base_dir=Path(model_dir))
     trainer = Trainer(task, params, setup_torch(params))

@@ -12,6 +12,7 @@ import torch
 
 from torchstarter.config import Params
 from torchstarter.engine.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from torchstarter.engine.optim import RESUME_FIXED_KEYS, extend_schedule
 from torchstarter.engine.rng import seed_everything
 from torchstarter.engine.trainer import EpochResult, Trainer
 from torchstarter.errors import UserError
@@ -27,7 +28,18 @@ def setup_torch(params: Params) -> torch.device:
     if params.num_threads is not None:
         torch.set_num_threads(params.num_threads)
     seed_everything(params.seed)
-    return files.resolve_device(params.device)
+    device = files.resolve_device(params.device)
+    if params.precision == "bf16" and not bf16_supported(device):
+        log.warning("precision bf16: this %s has no native bf16 support, so autocast will be "
+                    "emulated and slow; use fp32", device.type.upper())
+    return device
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def load_splits(task: Task, params: Params, data_dir: Path, splits: tuple[str, ...]
@@ -62,6 +74,7 @@ def train(model_dir: Path, data_dir: Path, restore: str | None = None,
     state = None
     if restore is not None:
         state = load_checkpoint(files.checkpoint_path(model_dir, restore))
+        _check_resumable(state["params"], params, files.checkpoint_path(model_dir, restore))
     device = setup_torch(params)
     data = load_splits(task, params, data_dir, ("train", "val"))
     archived = files.archive_outputs(model_dir) if restore is None and previous else None
@@ -72,6 +85,7 @@ def train(model_dir: Path, data_dir: Path, restore: str | None = None,
             check_compatible(trainer.model, state["model"], files.checkpoint_path(model_dir,
                                                                                    restore))
             trainer.load_state_dict(state)
+            extend_schedule(trainer.scheduler, params.num_epochs)
             _log_param_changes(state["params"], params)
             logger.info("==== resumed from %s after epoch %d (best %s %s) ====", restore,
                         trainer.epoch, params.metric, trainer.early_stopping.best)
@@ -102,8 +116,12 @@ def train(model_dir: Path, data_dir: Path, restore: str | None = None,
         if es.should_stop:
             logger.info("early stopping: no better val %s for %d epochs", params.metric,
                         es.patience)
-        logger.info("best val %s %.4f at epoch %s; files in %s", params.metric, es.best,
-                    es.best_epoch, model_dir)
+        if es.best is None:
+            logger.warning("no epoch gave a finite val %s, so best.pt was not written; "
+                           "check the data and lower learning_rate", params.metric)
+        else:
+            logger.info("best val %s %.4f at epoch %d; files in %s", params.metric, es.best,
+                        es.best_epoch, model_dir)
     return trainer
 
 
@@ -117,6 +135,15 @@ def _save_epoch(model_dir: Path, trainer: Trainer, result: EpochResult) -> None:
     save_checkpoint(state, model_dir / files.CHECKPOINTS["last"])
     write_json(model_dir / files.VAL_LAST, val)
     write_json(model_dir / files.HISTORY, trainer.history)
+
+
+def _check_resumable(old: Mapping[str, Any], new: Params, path: Path) -> None:
+    changed = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in RESUME_FIXED_KEYS
+               if old.get(k) != new[k]]
+    if changed:
+        raise UserError(f"{path}: --restore continues a run with its optimizer and schedule, "
+                        f"but params changed {'; '.join(changed)}; set them back, or start a "
+                        f"new run from these weights in another model dir")
 
 
 def _log_param_changes(old: Mapping[str, Any], new: Params) -> None:

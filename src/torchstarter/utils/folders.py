@@ -34,7 +34,8 @@ def replace_folder(out: Path, fill: Callable[[Path], T], overwrite: bool = False
         raise
     if out.exists():
         old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
+        if old.exists():
+            shutil.rmtree(old)
         out.rename(old)
         tmp.rename(out)
         shutil.rmtree(old, ignore_errors=True)

@@ -70,6 +70,9 @@ def find_duplicates(hashes: dict[str, dict[str, str]]) -> dict[str, Any]:
 
 def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
     raw, out = Path(args.data_dir), Path(args.output_dir)
+    if out.resolve() == raw.resolve() or out.resolve() in raw.resolve().parents:
+        raise UserError(f"--output-dir {out} would contain the raw data in --data-dir {raw}; "
+                        f"pick an output folder outside it")
     if not 0 < args.val_fraction < 1:
         raise UserError(f"--val-fraction {args.val_fraction}: must lie strictly between 0 and 1")
     train_files = list_images(raw / "train_signs")
@@ -87,8 +90,7 @@ def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
             label = label_from_name(path, args.num_classes)
             img = open_rgb(path)
             hashes[split][path.name] = pixel_hash(img)
-            keep_file = img.size == (IMAGE_SIZE, IMAGE_SIZE) and path.suffix.lower() in (
-                ".jpg", ".jpeg")
+            keep_file = img.size == (IMAGE_SIZE, IMAGE_SIZE)
             decoded[split].append((path, label, None if keep_file else resize(img)))
     duplicates = find_duplicates(hashes)
     dropped = {s: set(duplicates["leaks"][s]) if args.drop_leaks else set()
@@ -108,7 +110,7 @@ def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
                 if img is None:
                     shutil.copyfile(path, target)  # already the right size: no re-encoding
                 else:
-                    img.save(target.with_suffix(".jpg"), quality=95)
+                    img.save(target, quality=95)  # same name and format as the source
                     resized += 1
                 per_class[label] += 1
             counts[split] = {"images": sum(per_class.values()), "resized": resized,
