@@ -15,9 +15,12 @@ from torchstarter.utils.atomic import atomic_write
 FORMAT = "torchstarter-checkpoint-1"
 
 
-def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    """Write the checkpoint to a temp file, fsync it, then rename it over `path`."""
-    atomic_write(Path(path), lambda fh: torch.save({"format": FORMAT, **state}, fh))
+def save_checkpoint(state: dict[str, Any], path: Path, also: tuple[Path, ...] = ()) -> None:
+    """Write the checkpoint to a temp file, fsync it, then rename it over `path`.
+
+    Paths in `also` (e.g. best beside last) get the same file before `path` does.
+    """
+    atomic_write(Path(path), lambda fh: torch.save({"format": FORMAT, **state}, fh), also)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

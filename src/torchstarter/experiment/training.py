@@ -86,6 +86,7 @@ def train(model_dir: Path, data_dir: Path, restore: str | None = None,
                                                                                    restore))
             trainer.load_state_dict(state)
             extend_schedule(trainer.scheduler, params.num_epochs)
+            write_metrics_files(model_dir, trainer)
             _log_param_changes(state["params"], params)
             logger.info("==== resumed from %s after epoch %d (best %s %s) ====", restore,
                         trainer.epoch, params.metric, trainer.early_stopping.best)
@@ -126,15 +127,29 @@ def train(model_dir: Path, data_dir: Path, restore: str | None = None,
 
 
 def _save_epoch(model_dir: Path, trainer: Trainer, result: EpochResult) -> None:
-    """best before last: a crash between the two never loses a new best."""
-    state = trainer.state_dict()
-    val = {"epoch": result.epoch, **result.val}
-    if result.improved:
-        save_checkpoint(state, model_dir / files.CHECKPOINTS["best"])
-        write_json(model_dir / files.VAL_BEST, val)
-    save_checkpoint(state, model_dir / files.CHECKPOINTS["last"])
-    write_json(model_dir / files.VAL_LAST, val)
-    write_json(model_dir / files.HISTORY, trainer.history)
+    """One write serves best and last; best lands first, so a crash never loses a new best."""
+    best = (model_dir / files.CHECKPOINTS["best"],) if result.improved else ()
+    save_checkpoint(trainer.state_dict(), model_dir / files.CHECKPOINTS["last"], also=best)
+    write_metrics_files(model_dir, trainer)
+
+
+def write_metrics_files(model_dir: Path, trainer: Trainer) -> None:
+    """history.json and the val metrics files, all derived from the checkpointed history.
+
+    Written after the checkpoint and again on every restore, so a crash between the two
+    can leave them one epoch behind for a moment, never out of step for good.
+    """
+    def val_row(row: dict[str, Any]) -> dict[str, Any]:
+        return {"epoch": row["epoch"], **{k[4:]: v for k, v in row.items()
+                                          if k.startswith("val_")}}
+
+    history = trainer.history
+    best_epoch = trainer.early_stopping.best_epoch
+    if best_epoch is not None:
+        write_json(model_dir / files.VAL_BEST, val_row(history[best_epoch - 1]))
+    if history:
+        write_json(model_dir / files.VAL_LAST, val_row(history[-1]))
+    write_json(model_dir / files.HISTORY, history)
 
 
 def _check_resumable(old: Mapping[str, Any], new: Params, path: Path) -> None:

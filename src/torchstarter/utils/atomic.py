@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -15,10 +16,13 @@ os.umask(_UMASK)
 
 
 @contextlib.contextmanager
-def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_open(path: Path, mode: str = "wb", also: Iterable[Path] = ()) -> Iterator[IO[Any]]:
     """Yield a temp file beside `path`; on success flush, fsync and rename it over `path`.
 
-    On any exception the temp file is removed and `path` is left untouched.
+    Each path in `also` gets the same content first (a hard link to the finished temp
+    file, renamed into place; a copy where links are not supported), so one write can
+    serve several names. On any exception the temp file is removed and every target is
+    left untouched.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -28,12 +32,25 @@ def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        for other in also:
+            _place_copy(Path(tmp), Path(other))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def _place_copy(source: Path, target: Path) -> None:
+    staged = target.with_name(f".{target.name}.{os.getpid()}.link")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(staged)
+    try:
+        os.link(source, staged)
+    except OSError:
+        shutil.copyfile(source, staged)
+    os.replace(staged, target)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -50,8 +67,9 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    with atomic_open(path, "wb") as fh:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None], also: Iterable[Path] = ()
+                 ) -> None:
+    with atomic_open(path, "wb", also) as fh:
         write(fh)
 
 
