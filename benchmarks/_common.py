@@ -10,6 +10,18 @@ from torchstarter.tasks import load_task
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SIGNS = REPO.parent / "shared" / "data" / "SIGNS"
+SHARED_NER = REPO.parent / "shared" / "data" / "kaggle_ner" / "ner_dataset.csv.zip"
+
+
+def build_ner(corpus: Path) -> Path:
+    """Split the Kaggle corpus 70/15/15 (seed 230) and build the train vocabulary."""
+    if not corpus.exists():
+        sys.exit(f"{corpus}: no NER corpus here; pass --corpus PATH")
+    out = Path(tempfile.mkdtemp(prefix="ner-")) / "data"
+    task = load_task("ner")
+    task.build_dataset(task.build_options(corpus, out))
+    task.build_vocab_command(task.vocab_options(out))
+    return out
 
 
 def build_signs(raw: Path, drop_leaks: bool = False) -> Path:

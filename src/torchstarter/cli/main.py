@@ -38,18 +38,19 @@ def _set_flag(parser: argparse.ArgumentParser) -> None:
                              "learning_rate=0.01 num_epochs=3 (values are read as JSON)")
 
 
-def _task_in(argv: Sequence[str]) -> str:
+def _task_in(argv: Sequence[str], default: str) -> str:
     """The --task value of a build-dataset command line, so its own flags can be added."""
     for i, arg in enumerate(argv):
         if arg == "--task" and i + 1 < len(argv):
             return argv[i + 1]
         if arg.startswith("--task="):
             return arg.split("=", 1)[1]
-    return "signs"
+    return default
 
 
-def build_parser(build_task: str | None = None) -> argparse.ArgumentParser:
-    """The full parser; `build_task` adds that task's build-dataset flags."""
+def build_parser(build_task: str | None = None, vocab_task: str | None = None
+                 ) -> argparse.ArgumentParser:
+    """The full parser; the task arguments add that task's build-dataset/-vocab flags."""
     parser = argparse.ArgumentParser(
         prog="torchstarter",
         description="Build datasets, train, evaluate and predict with one shared engine.")
@@ -71,6 +72,18 @@ def build_parser(build_task: str | None = None) -> argparse.ArgumentParser:
         task = load_task(build_task)
         if task.add_build_arguments is not None:
             task.add_build_arguments(p.add_argument_group(f"{task.name} options"))
+
+    p = sub.add_parser("build-vocab", help="write the vocabulary of a built dataset",
+                       description="Write words.txt, tags.txt and dataset_params.json into a "
+                                   "folder made by build-dataset (tasks with a vocabulary).")
+    _flag(p, "task", default="ner", help="task (default: ner)")
+    _flag(p, "data_dir", required=True, type=Path, help="folder built by build-dataset")
+    if vocab_task is not None:
+        from torchstarter.tasks import load_task
+
+        task = load_task(vocab_task)
+        if task.add_vocab_arguments is not None:
+            task.add_vocab_arguments(p.add_argument_group(f"{task.name} options"))
 
     p = sub.add_parser("train", help="train the experiment in a model dir",
                        description="Train the experiment whose params.json is in --model-dir; "
@@ -94,7 +107,9 @@ def build_parser(build_task: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict labels for new inputs",
                        description="Print the predicted label and class probabilities.")
     _flag(p, "model_dir", required=True, type=Path, help="experiment folder that was trained")
-    p.add_argument("inputs", nargs="+", metavar="PATH", help="image files or folders")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="what to predict for: image files or folders (signs); sentences, "
+                        "text files with one sentence a line, or - for stdin (ner)")
     _restore_flag(p, "best", "checkpoint to use: best (default), last, or a file path")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -109,10 +124,14 @@ def build_parser(build_task: str | None = None) -> argparse.ArgumentParser:
                                    "on the built-in data, then print a summary.")
     _flag(p, "output_dir", type=Path, default=None,
           help="folder for everything the demo writes (default: demo-runs/<time>)")
-    _flag(p, "params", type=Path, default=Path("experiments/signs/base_model/params.json"),
-          help="params to train with (default: the reference SIGNS params)")
+    _flag(p, "task", action="append", choices=["signs", "ner"], default=None,
+          help="task to run, repeatable (default: both)")
+    _flag(p, "params", type=Path, default=None,
+          help="params to train with (default: experiments/signs/base_model and "
+               "experiments/ner/sample_demo)")
     _flag(p, "raw_dir", type=Path, default=None,
-          help="raw data to use instead of the built-in sample (e.g. data/SIGNS)")
+          help="raw data to use instead of the built-in sample (e.g. data/SIGNS); "
+               "needs a single --task")
     _set_flag(p)
     return parser
 
@@ -120,8 +139,9 @@ def build_parser(build_task: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        build_task = _task_in(argv) if "build-dataset" in argv else None
-        args = build_parser(build_task).parse_args(argv)
+        build_task = _task_in(argv, "signs") if "build-dataset" in argv else None
+        vocab_task = _task_in(argv, "ner") if "build-vocab" in argv else None
+        args = build_parser(build_task, vocab_task).parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -140,6 +160,17 @@ def _build_dataset(args: argparse.Namespace) -> int:
     for line in task.build_dataset(args):
         print(line)
     print(f"wrote {args.output_dir}")
+    return 0
+
+
+def _build_vocab(args: argparse.Namespace) -> int:
+    from torchstarter.tasks import load_task
+
+    task = load_task(args.task)
+    if task.build_vocab_command is None:
+        raise UserError(f"task '{task.name}' has no vocabulary to build")
+    for line in task.build_vocab_command(args):
+        print(line)
     return 0
 
 
@@ -176,9 +207,11 @@ def flatten_row(row: dict[str, Any]) -> dict[str, Any]:
 def _predict(args: argparse.Namespace) -> int:
     from torchstarter.experiment.evaluation import predict
 
-    rows = predict(args.model_dir, args.inputs, args.restore)
+    task, rows = predict(args.model_dir, args.inputs, args.restore)
     if args.json:
         print(json.dumps(rows, indent=2))
+    elif task.format_predictions is not None:
+        print(task.format_predictions(rows))
     else:
         print(tabulate([flatten_row(r) for r in rows], headers="keys", floatfmt=".3f"))
     return 0
@@ -198,12 +231,14 @@ def _sample_data(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from torchstarter.cli.demo import run_demo
 
-    run_demo(args.output_dir, args.params, args.overrides, args.raw_dir)
+    run_demo(args.output_dir, args.task or ["signs", "ner"], args.params, args.overrides,
+             args.raw_dir)
     return 0
 
 
-COMMANDS = {"build-dataset": _build_dataset, "train": _train, "evaluate": _evaluate,
-            "predict": _predict, "sample-data": _sample_data, "demo": _demo}
+COMMANDS = {"build-dataset": _build_dataset, "build-vocab": _build_vocab, "train": _train,
+            "evaluate": _evaluate, "predict": _predict, "sample-data": _sample_data,
+            "demo": _demo}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -6,6 +6,8 @@ Two kinds of split data are accepted:
 - any torch Dataset of (inputs, label) pairs: read through a DataLoader with
   params.num_workers processes, in the same order.
 Every example is used once per epoch; the last batch may be short, never dropped.
+In-memory data may also define batch_indices(order, batch_size) to group the epoch's
+order differently (e.g. by length), as long as every index is used exactly once.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def place(data: Any, device: torch.device) -> Any:
 def iterate_batches(data: BatchSource | Dataset, order: torch.Tensor, batch_size: int,
                     device: torch.device, num_workers: int = 0) -> Iterator[tuple[Any, Any]]:
     if isinstance(data, BatchSource):
-        for index in torch.split(order, batch_size):
+        group = getattr(data, "batch_indices", None)
+        for index in (group(order, batch_size) if group else torch.split(order, batch_size)):
             inputs, labels = data.get_batch(index)
             yield to_device(inputs, device), to_device(labels, device)  # no-op when there
         return

@@ -50,9 +50,11 @@ class EpochResult:
 
 
 class Trainer:
-    def __init__(self, task: Task, params: Params, device: torch.device):
+    def __init__(self, task: Task, params: Params, device: torch.device,
+                 data_info: dict[str, Any] | None = None):
         self.task, self.params, self.device = task, params, device
-        self.model = task.build_model(params).to(device)
+        self.data_info = data_info
+        self.model = task.make_model(params, data_info).to(device)
         self.channels_last = params.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -75,6 +77,7 @@ class Trainer:
             "rng": get_rng_state(),
             "params": self.params.to_dict(),
             "task": self.task.name,
+            "data_info": self.data_info,
         }
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
@@ -125,7 +128,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), p.grad_clip_norm)
             self.optimizer.step()
             with torch.no_grad():
-                totals.add(loss.detach(), count, outputs.detach(), labels, batch_size_of(labels))
+                totals.add(loss.detach(), count, outputs, labels, batch_size_of(labels))
             bar.update(batch_size_of(labels))
             if step % p.save_summary_steps == 0:
                 log.debug("epoch %d step %d: running loss %.4f", epoch, step,

@@ -29,7 +29,7 @@ def load_trained(model_dir: Path, restore: str = "best",
         raw["device"] = "cpu"  # trained on a GPU, used here on a CPU machine
     task, params = resolve_params(raw, f"{path} (params saved in the checkpoint)",
                                   base_dir=Path(model_dir))
-    trainer = Trainer(task, params, setup_torch(params))
+    trainer = Trainer(task, params, setup_torch(params), state.get("data_info"))
     check_compatible(trainer.model, state["model"], path)
     trainer.load_state_dict(state, weights_only=True)
     trainer.epoch = state["epoch"]
@@ -39,15 +39,18 @@ def load_trained(model_dir: Path, restore: str = "best",
 def evaluate(model_dir: Path, data_dir: Path, split: str = "test", restore: str = "best",
              overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], Path]:
     task, params, trainer = load_trained(model_dir, restore, overrides)
-    data = load_splits(task, params, data_dir, (split,))[split]
+    data = load_splits(task, params, data_dir, (split,), trainer.data_info)[split]
     metrics = {"epoch": trainer.epoch, "examples": len(data), **trainer.evaluate(data)}
+    if task.evaluation_report is not None:
+        metrics.update(task.evaluation_report(trainer.model, params, data, trainer.device))
     out = Path(model_dir) / files.metrics_file(split, restore)
     write_json(out, metrics)
     return metrics, out
 
 
-def predict(model_dir: Path, inputs: list[str], restore: str = "best") -> list[dict[str, Any]]:
+def predict(model_dir: Path, inputs: list[str], restore: str = "best"
+            ) -> tuple[Task, list[dict[str, Any]]]:
     task, params, trainer = load_trained(model_dir, restore)
     if task.predict is None:
         raise UserError(f"task '{task.name}' has no predict(); add one to the task module")
-    return task.predict(trainer.model, params, inputs, trainer.device)
+    return task, task.predict(trainer.model, params, inputs, trainer.device)

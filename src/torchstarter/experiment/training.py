@@ -42,14 +42,14 @@ def bf16_supported(device: torch.device) -> bool:
                 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def load_splits(task: Task, params: Params, data_dir: Path, splits: tuple[str, ...]
-                ) -> dict[str, Any]:
+def load_splits(task: Task, params: Params, data_dir: Path, splits: tuple[str, ...],
+                data_info: dict[str, Any] | None = None) -> dict[str, Any]:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise UserError(f"{data_dir}: data folder not found; check --data-dir")
     out = {}
     for split in splits:
-        data = task.load_split(params, data_dir, split)
+        data = task.read_split(params, data_dir, split, data_info)
         if len(data) == 0:
             raise UserError(f"{data_dir}: split '{split}' is empty; rebuild the dataset")
         out[split] = data
@@ -76,11 +76,17 @@ def train(model_dir: Path, data_dir: Path, restore: str | None = None,
         state = load_checkpoint(files.checkpoint_path(model_dir, restore))
         _check_resumable(state["params"], params, files.checkpoint_path(model_dir, restore))
     device = setup_torch(params)
-    data = load_splits(task, params, data_dir, ("train", "val"))
+    if not Path(data_dir).is_dir():
+        raise UserError(f"{data_dir}: data folder not found; check --data-dir")
+    data_info = task.describe_data(params, Path(data_dir)) if task.describe_data else None
+    if state is not None and state.get("data_info") != data_info:
+        raise UserError(f"{data_dir}: the data description (e.g. vocabulary) differs from the "
+                        f"one the checkpoint was trained with; restore with the same data dir")
+    data = load_splits(task, params, data_dir, ("train", "val"), data_info)
     archived = files.archive_outputs(model_dir) if restore is None and previous else None
 
     with files.run_logging(model_dir / files.LOG, console) as logger:
-        trainer = Trainer(task, params, device)
+        trainer = Trainer(task, params, device, data_info)
         if state is not None:
             check_compatible(trainer.model, state["model"], files.checkpoint_path(model_dir,
                                                                                    restore))

@@ -14,10 +14,20 @@ Required
   loss_fn(outputs, labels) -> loss, or (loss, count) when the mean is over `count`
                                  items other than the batch's examples (e.g. real tokens)
 Optional
+  describe_data(params, data_dir) -> dict   facts about the data the model needs (e.g. a
+                                 vocabulary), JSON-like. It is saved in every checkpoint and
+                                 then passed as a last argument to build_model and
+                                 load_split, so evaluate and predict rebuild exactly the
+                                 model that was trained, whatever the data dir holds now
   augment(params, inputs, generator) -> inputs   applied to training batches only
   predict(model, params, inputs, device) -> list of row dicts, for `torchstarter predict`
+  format_predictions(rows) -> str   the human-readable form of those rows (default: a table)
+  evaluation_report(model, params, data, device) -> dict   extra results that `evaluate`
+                                 adds to its metrics file (e.g. scores per class)
   add_build_arguments(parser) / build_dataset(args)   for `torchstarter build-dataset`
+  add_vocab_arguments(parser) / build_vocab_command(args)   for `torchstarter build-vocab`
   write_sample_data(folder)      writes small raw data for the demo and tests
+  demo_inputs(data_dir) -> list[str]   a few inputs for predict in the demo
 """
 
 from __future__ import annotations
@@ -33,7 +43,9 @@ from torchstarter.config import Field
 from torchstarter.errors import UserError
 
 REQUIRED_PARTS = ("SCHEMA", "METRICS", "DEFAULT_METRIC", "load_split", "build_model", "loss_fn")
-OPTIONAL_PARTS = ("augment", "predict", "add_build_arguments", "build_dataset",
+OPTIONAL_PARTS = ("describe_data", "augment", "predict", "format_predictions",
+                  "evaluation_report", "add_build_arguments", "build_dataset",
+                  "add_vocab_arguments", "build_vocab_command", "demo_inputs",
                   "write_sample_data")
 
 
@@ -46,11 +58,17 @@ class Task:
     load_split: Callable[..., Any]
     build_model: Callable[..., Any]
     loss_fn: Callable[[Any, Any], Any]
+    describe_data: Callable[..., Any] | None = None
     augment: Callable[..., Any] | None = None
     predict: Callable[..., Any] | None = None
+    format_predictions: Callable[..., Any] | None = None
+    evaluation_report: Callable[..., Any] | None = None
     add_build_arguments: Callable[..., Any] | None = None
     build_dataset: Callable[..., Any] | None = None
+    add_vocab_arguments: Callable[..., Any] | None = None
+    build_vocab_command: Callable[..., Any] | None = None
     write_sample_data: Callable[..., Any] | None = None
+    demo_inputs: Callable[..., Any] | None = None
 
     @classmethod
     def from_module(cls, name: str, module: ModuleType) -> Task:
@@ -77,6 +95,17 @@ class Task:
     def metric_names(self) -> tuple[str, ...]:
         return ("loss", *self.metrics)
 
+    def make_model(self, params: Any, data_info: dict[str, Any] | None) -> Any:
+        if self.describe_data is None:
+            return self.build_model(params)
+        return self.build_model(params, data_info)
+
+    def read_split(self, params: Any, data_dir: Path, split: str,
+                   data_info: dict[str, Any] | None) -> Any:
+        if self.describe_data is None:
+            return self.load_split(params, data_dir, split)
+        return self.load_split(params, data_dir, split, data_info)
+
     def build_options(self, data_dir: Any, output_dir: Any, seed: int = 230,
                       overwrite: bool = False, **options: Any) -> argparse.Namespace:
         """The arguments build_dataset gets from the CLI, with the task's own defaults."""
@@ -86,6 +115,15 @@ class Task:
         args = parser.parse_args([])
         args.__dict__.update(data_dir=Path(data_dir), output_dir=Path(output_dir), seed=seed,
                              overwrite=overwrite, **options)
+        return args
+
+    def vocab_options(self, data_dir: Any, **options: Any) -> argparse.Namespace:
+        """The arguments build_vocab_command gets from the CLI, with the task's defaults."""
+        parser = argparse.ArgumentParser()
+        if self.add_vocab_arguments is not None:
+            self.add_vocab_arguments(parser)
+        args = parser.parse_args([])
+        args.__dict__.update(data_dir=Path(data_dir), **options)
         return args
 
     def loss(self, outputs: Any, labels: Any) -> tuple[Any, Any]:

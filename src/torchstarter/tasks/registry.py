@@ -14,7 +14,7 @@ from torchstarter.config.params import read_params_file
 from torchstarter.errors import UserError
 from torchstarter.tasks.base import Task
 
-BUILTIN_TASKS = {"signs": "torchstarter.tasks.signs"}
+BUILTIN_TASKS = {"signs": "torchstarter.tasks.signs", "ner": "torchstarter.tasks.ner"}
 
 
 def load_task(spec: str, base_dir: Path | None = None) -> Task:

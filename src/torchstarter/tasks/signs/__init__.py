@@ -7,6 +7,7 @@ metrics, data, network, loss, augmentation, prediction and dataset building.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from torchstarter.config import Field, Params
 from torchstarter.tasks.signs.build import add_build_arguments, summary_lines
@@ -32,11 +33,18 @@ def build_model(params: Params) -> Net:
     return Net(params.num_channels, params.dropout_rate, params.num_classes)
 
 
+def demo_inputs(data_dir: Path) -> list[str]:
+    """Three test images of different classes."""
+    files = sorted((Path(data_dir) / "test_signs").iterdir())
+    return [str(p) for p in files[::40][:3]]
+
+
 def build_dataset(args: argparse.Namespace) -> list[str]:
     return summary_lines(_build(args))
 
 
 __all__ = [
     "DEFAULT_METRIC", "METRICS", "SCHEMA", "add_build_arguments", "augment",
-    "build_dataset", "build_model", "load_split", "loss_fn", "predict", "write_sample_data",
+    "build_dataset", "build_model", "demo_inputs", "load_split", "loss_fn", "predict",
+    "write_sample_data",
 ]

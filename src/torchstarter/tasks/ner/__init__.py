@@ -1,0 +1,89 @@
+"""The named-entity recognition task: a BIO tag for every token of a sentence.
+
+This module is the task interface (see torchstarter.tasks.base). Data: the Kaggle GMB
+CSV or CoNLL column files, split by `build-dataset`, vocabulary from `build-vocab`.
+Metrics: token accuracy over real tokens, and entity-level micro precision, recall and
+F1 in the CoNLL convention (seqeval's default mode); `best` is chosen by entity F1.
+"""
+
+from __future__ import annotations
+
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from torchstarter.config import Field, Params
+from torchstarter.tasks.ner.build import (
+    add_build_arguments,
+    add_vocab_arguments,
+    build_dataset,
+    build_vocab_command,
+)
+from torchstarter.tasks.ner.data import describe_data, load_split
+from torchstarter.tasks.ner.net import (
+    Tagger,
+    entity_f1,
+    entity_precision,
+    entity_recall,
+    loss_fn,
+    token_accuracy,
+)
+from torchstarter.tasks.ner.predict import format_predictions, predict
+from torchstarter.tasks.ner.report import evaluation_report
+
+SCHEMA = {
+    "embedding_dim": Field(int, "Size of the word embeddings.", default=50, min=1),
+    "lstm_hidden_dim": Field(int, "Hidden units of each LSTM direction.", default=50, min=1),
+    "bidirectional": Field(bool, "Read sentences in both directions.", default=False),
+    "num_layers": Field(int, "Stacked LSTM layers.", default=1, min=1),
+    "dropout": Field(float, "Dropout on embeddings, between LSTM layers and before the "
+                     "output layer.", default=0.0, min=0, max=1),
+    "char_embedding_dim": Field(int, "Character embedding size for a per-word character "
+                                "CNN; 0 turns character features off.", default=0, min=0),
+    "char_filters": Field(int, "Filters of the character CNN (its output size).",
+                          default=50, min=1),
+    "crf": Field(bool, "CRF output layer with Viterbi decoding instead of per-token "
+                 "argmax.", default=False),
+    "bucket_by_length": Field(bool, "Batch sentences of similar length together (less "
+                              "padding; order still a function of seed and epoch).",
+                              default=False),
+}
+METRICS = {"accuracy": token_accuracy, "precision": entity_precision,
+           "recall": entity_recall, "f1": entity_f1}
+DEFAULT_METRIC = "f1"
+
+
+def build_model(params: Params, data_info: dict[str, Any]) -> Tagger:
+    model = Tagger(
+        vocab_size=len(data_info["words"]), tags=data_info["tags"],
+        embedding_dim=params.embedding_dim, hidden_dim=params.lstm_hidden_dim,
+        bidirectional=params.bidirectional, num_layers=params.num_layers,
+        dropout=params.dropout, num_chars=len(data_info["chars"]) + 2,
+        char_embedding_dim=params.char_embedding_dim, char_filters=params.char_filters,
+        crf=params.crf)
+    model.data_info = data_info  # predict encodes new sentences with this vocabulary
+    return model
+
+
+def demo_inputs(data_dir: Path) -> list[str]:
+    return ["John Smith flew from London to Paris on Monday for a meeting of the "
+            "United Nations .", "The French president met Chinese officials in Beijing ."]
+
+
+def write_sample_data(folder: Path) -> dict[str, str]:
+    """Copy the small Kaggle-format sample that ships with the package."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    source = resources.files("torchstarter.tasks.ner") / "sample" / "ner_sample.csv"
+    with resources.as_file(source) as path:
+        shutil.copyfile(path, folder / "ner_dataset.csv")
+    return {"file": str(folder / "ner_dataset.csv")}
+
+
+__all__ = [
+    "DEFAULT_METRIC", "METRICS", "SCHEMA", "add_build_arguments", "add_vocab_arguments",
+    "build_dataset", "build_model", "build_vocab_command", "demo_inputs", "describe_data",
+    "evaluation_report", "format_predictions", "load_split", "loss_fn", "predict",
+    "write_sample_data",
+]

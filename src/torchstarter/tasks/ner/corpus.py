@@ -1,0 +1,396 @@
+"""Reading NER corpora (Kaggle GMB CSV, CoNLL columns) and the built split files.
+
+Every reader returns sentences as (tokens, tags) pairs of equal length. A broken input
+raises UserError naming the file and line, because a corpus of a million rows is not
+something a user can debug from a traceback.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+import zipfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from torchstarter.errors import UserError
+
+Sentence = tuple[list[str], list[str]]
+
+FORMATS = ("auto", "kaggle", "conll")
+KAGGLE_ENCODING = "cp1252"
+CORPUS_NAMES = ("ner_dataset.csv", "ner_dataset.csv.zip")
+CORPUS_SUFFIXES = (".conll", ".txt", ".csv")
+SENTENCES_FILE = "sentences.txt"
+LABELS_FILE = "labels.txt"
+
+_ZIP_MAGIC = b"PK\x03\x04"
+_WHITESPACE = re.compile(r"\s")  # matches exactly the characters str.split() splits on
+_NOT_A_CORPUS = ("readme", "license", "licence")
+
+
+# ---------------------------------------------------------------------------- Kaggle CSV
+
+def read_kaggle_csv(path: Path) -> list[Sentence]:
+    """Read the Kaggle `ner_dataset.csv`, or a .zip holding it, streamed without unpacking.
+
+    The zip member is decoded as it is read, so the 15 MB CSV never has to exist on disk.
+    """
+    path = Path(path)
+    if _is_zip(path):
+        return _read_kaggle_zip(path)
+    try:
+        return _parse_kaggle(lambda: open(path, "rb"), str(path))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; pass the Kaggle ner_dataset.csv "
+                        f"(or its .zip)") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected the Kaggle ner_dataset.csv "
+                        f"(or its .zip)") from None
+
+
+def _is_zip(path: Path) -> bool:
+    if path.suffix.lower() == ".zip":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(4) == _ZIP_MAGIC
+    except OSError:
+        return False  # the reader that follows reports the problem with the right words
+
+
+def _read_kaggle_zip(path: Path) -> list[Sentence]:
+    try:
+        archive = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; pass the Kaggle ner_dataset.csv.zip "
+                        f"(or the unzipped .csv)") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UserError(f"{path}: not a readable zip archive ({exc}); download it again "
+                        f"or unzip it and pass the .csv") from None
+    with archive:
+        members = [info for info in archive.infolist()
+                   if not info.is_dir() and info.filename.lower().endswith(".csv")
+                   and not info.filename.startswith("__MACOSX/")]
+        if len(members) != 1:
+            found = ", ".join(info.filename for info in members) or "none"
+            raise UserError(f"{path}: the zip must hold exactly one .csv file, found "
+                            f"{len(members)} ({found}); unzip it and pass the .csv to use")
+        member = members[0]
+        try:
+            return _parse_kaggle(lambda: archive.open(member), f"{path}:{member.filename}")
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError,
+                RuntimeError) as exc:
+            raise UserError(f"{path}: cannot read {member.filename} from the zip ({exc}); "
+                            f"download it again or unzip it and pass the .csv") from None
+
+
+def _parse_kaggle(open_stream: Callable[[], IO[bytes]], where: str) -> list[Sentence]:
+    # Decoding in C through TextIOWrapper is several times faster than line by line in
+    # Python; the price is that a decode error does not know its line, so only then is
+    # the source read a second time, line by line, to find it.
+    with open_stream() as probe:
+        has_bom = probe.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
+    # A byte-order mark only comes from a re-save as UTF-8: trust it over windows-1252.
+    encoding = "utf-8-sig" if has_bom else KAGGLE_ENCODING
+    with io.TextIOWrapper(open_stream(), encoding=encoding, newline="") as text:
+        try:
+            return _parse_rows(csv.reader(text), where)
+        except UnicodeDecodeError:
+            pass
+    lineno, byte = _first_undecodable(open_stream, encoding)
+    label = "UTF-8" if has_bom else "windows-1252"
+    raise UserError(f"{where}:{lineno}: byte 0x{byte:02X} is not {label} text; expected the "
+                    f"Kaggle NER CSV (windows-1252), or pass --format conll for a CoNLL file")
+
+
+def _first_undecodable(open_stream: Callable[[], IO[bytes]], encoding: str) -> tuple[int, int]:
+    with open_stream() as stream:
+        for lineno, raw in enumerate(stream, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                return lineno, raw[exc.start]
+    raise AssertionError("the text decoder failed on bytes that decode line by line")
+
+
+def _find_columns(header: list[str], where: str) -> tuple[int, int, int]:
+    names = [cell.strip().lower() for cell in header]
+    sentence = next((i for i, n in enumerate(names) if n.startswith("sentence")), None)
+    word = names.index("word") if "word" in names else None
+    tag = names.index("tag") if "tag" in names else None
+    if sentence is None or word is None or tag is None:
+        found = ", ".join(repr(cell.strip()[:40]) for cell in header[:12])
+        if len(header) > 12:
+            found += ", ..."
+        raise UserError(f"{where}: header has columns {found or 'none'}; a Kaggle NER CSV "
+                        f"needs 'Sentence #', 'Word' and 'Tag' (POS optional); fix the "
+                        f"header or pass --format conll")
+    return sentence, word, tag
+
+
+def _blank(row: list[str]) -> bool:
+    return not any(cell.strip() for cell in row)
+
+
+def _parse_rows(reader: Any, where: str) -> list[Sentence]:
+    # The common row (marker or not, word and tag present) takes the fewest checks; the
+    # rarer cases (blank rows, short rows, errors) are sorted out only when it fails.
+    sentences: list[Sentence] = []
+    tokens: list[str] | None = None
+    tags: list[str] = []
+    columns: tuple[int, int, int] | None = None
+    last_line = 0
+    try:
+        for row in reader:
+            start, last_line = last_line + 1, reader.line_num
+            if columns is None:
+                if _blank(row):
+                    continue
+                s_col, w_col, t_col = columns = _find_columns(row, f"{where}:{start}")
+                width = max(columns) + 1
+                marker_name = row[s_col].strip()
+                continue
+            if last_line != start and any("\n" in cell or "\r" in cell for cell in row):
+                raise UserError(f"{where}:{start}: a quoted field runs over several lines "
+                                f"(an unclosed quote?); close the quote")
+            if len(row) < width:
+                if _blank(row):
+                    continue  # blank lines carry nothing
+                row = row + [""] * (width - len(row))
+            word, tag, marker = row[w_col].strip(), row[t_col].strip(), row[s_col]
+            if marker and not marker.isspace():
+                tokens, tags = [], []
+                sentences.append((tokens, tags))
+            elif tokens is None:
+                if _blank(row):
+                    continue
+                raise UserError(f"{where}:{start}: data row before any sentence marker; the "
+                                f"first data row must start a sentence in column "
+                                f"{marker_name!r} (e.g. 'Sentence: 1')")
+            if not word or not tag:
+                if _blank(row):
+                    continue  # all-empty rows (",,,") as spreadsheets leave them
+                column = "Word" if not word else "Tag"
+                raise UserError(f"{where}:{start}: row has no {column.lower()} in the "
+                                f"{column!r} column; fill it in or delete the row")
+            tokens.append(word)
+            tags.append(tag)
+    except csv.Error as exc:
+        raise UserError(f"{where}:{max(reader.line_num, last_line + 1)}: not CSV text "
+                        f"({exc}); expected the Kaggle NER CSV, or pass --format conll for a "
+                        f"CoNLL file") from None
+    if columns is None:
+        raise UserError(f"{where}: empty file; expected the Kaggle NER CSV with header "
+                        f"'Sentence #,Word,POS,Tag'")
+    if not sentences:
+        raise UserError(f"{where}: has a header but no data rows; add sentences or pass "
+                        f"another corpus file")
+    return sentences
+
+
+# ------------------------------------------------------------------------------- CoNLL
+
+def read_conll(path: Path, encoding: str = "utf-8") -> list[Sentence]:
+    """Read a CoNLL column file: token first, tag last, a blank line between sentences.
+
+    Middle columns (POS, chunk) are ignored so CoNLL-2003 and two-column files both work.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; pass a CoNLL file or the Kaggle "
+                        f"ner_dataset.csv") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected a CoNLL file") from None
+    text = _decode(data, encoding, path)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    sentences: list[Sentence] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    for lineno, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"),
+                                  start=1):
+        columns = line.split()
+        if not columns or columns[0].startswith("-DOCSTART-"):
+            if tokens:
+                sentences.append((tokens, tags))
+                tokens, tags = [], []
+            continue
+        if len(columns) < 2:
+            raise UserError(f"{path}:{lineno}: line has one column ({columns[0][:40]!r}); a "
+                            f"CoNLL line needs the token first and the tag last, separated "
+                            f"by whitespace")
+        tokens.append(columns[0])
+        tags.append(columns[-1])
+    if tokens:
+        sentences.append((tokens, tags))
+    return sentences
+
+
+def _decode(data: bytes, encoding: str, path: Path) -> str:
+    try:
+        return data.decode(encoding)
+    except LookupError:
+        raise UserError(f"{path}: unknown encoding {encoding!r}; use a Python codec name "
+                        f"such as utf-8 or cp1252") from None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        hint = "convert it to UTF-8"
+        if encoding.lower().replace("-", "").replace("_", "") == "utf8":
+            try:
+                data.decode(KAGGLE_ENCODING)
+                hint = "it reads as windows-1252: convert it with iconv -f cp1252 -t utf-8"
+            except UnicodeDecodeError:
+                hint = "convert it to UTF-8 (iconv -f ENCODING -t utf-8)"
+        raise UserError(f"{path}:{line}: byte 0x{data[exc.start]:02X} is not {encoding} "
+                        f"text; {hint}, or read it with encoding= set to its "
+                        f"encoding") from None
+
+
+# --------------------------------------------------------------------- finding a corpus
+
+def locate_corpus(path: Path) -> Path:
+    """The corpus file itself, or the one corpus file inside a folder.
+
+    README and LICENSE files are not candidates, so a downloaded folder with its notes
+    still has exactly one corpus in it.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder; pass the Kaggle ner_dataset.csv"
+                        f"(.zip), a CoNLL file, or a folder holding one")
+    if not path.is_dir():
+        raise UserError(f"{path}: not a file or folder; pass a corpus file")
+    candidates = sorted(
+        p for p in path.iterdir()
+        if p.is_file() and not p.name.startswith(".")
+        and not p.name.lower().startswith(_NOT_A_CORPUS)
+        and (p.name.lower() in CORPUS_NAMES or p.suffix.lower() in CORPUS_SUFFIXES))
+    if not candidates:
+        raise UserError(f"{path}: no corpus file in this folder; put ner_dataset.csv(.zip) "
+                        f"or one .conll/.txt/.csv file in it, or pass the file itself")
+    if len(candidates) > 1:
+        names = ", ".join(p.name for p in candidates[:8])
+        raise UserError(f"{path}: holds {len(candidates)} corpus files ({names}); pass the "
+                        f"one to use as the data path")
+    return candidates[0]
+
+
+def detect_format(path: Path) -> str:
+    """'kaggle' for a zip, a .csv or a Kaggle header on the first line; else 'conll'."""
+    path = locate_corpus(path)
+    if path.suffix.lower() in (".zip", ".csv"):
+        return "kaggle"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    if head.startswith(_ZIP_MAGIC):
+        return "kaggle"
+    first = head.split(b"\n", 1)[0].decode(KAGGLE_ENCODING, errors="replace")
+    names = [cell.strip().lower() for cell in first.lstrip("\ufeff\u00ef\u00bb\u00bf")
+             .split(",")]
+    if (any(n.startswith("sentence") for n in names) and "word" in names
+            and "tag" in names):
+        return "kaggle"
+    return "conll"
+
+
+def read_corpus(path: Path, fmt: str = "auto") -> list[Sentence]:
+    """Read any supported corpus; an empty one is an error since nothing could be split."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    path = locate_corpus(path)
+    if fmt == "auto":
+        fmt = detect_format(path)
+    sentences = read_kaggle_csv(path) if fmt == "kaggle" else read_conll(path)
+    if not sentences:
+        raise UserError(f"{path}: holds no sentences; pass a non-empty corpus")
+    return sentences
+
+
+# ------------------------------------------------------------------------- split files
+
+def clean_token(token: str) -> str:
+    """Make a token safe for a space-separated line.
+
+    sentences.txt separates tokens by single spaces, so whitespace inside a token would
+    read back as two tokens and shift every later tag by one; "_" keeps the count right.
+    An empty token would vanish the same way, so it becomes "_" too.
+    """
+    return _WHITESPACE.sub("_", token) or "_"
+
+
+def write_split(folder: Path, sentences: list[Sentence]) -> None:
+    """Write sentences.txt and labels.txt, one sentence a line, tokens and tags aligned."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    text_lines, label_lines = [], []
+    for i, (tokens, tags) in enumerate(sentences):
+        if not tokens or len(tokens) != len(tags):
+            raise ValueError(f"sentence {i}: {len(tokens)} tokens and {len(tags)} tags; "
+                             f"need the same non-zero number")
+        text_lines.append(" ".join(map(clean_token, tokens)) + "\n")
+        label_lines.append(" ".join(map(clean_token, tags)) + "\n")
+    for name, lines in ((SENTENCES_FILE, text_lines), (LABELS_FILE, label_lines)):
+        with open(folder / name, "w", encoding="utf-8", newline="\n") as fh:
+            fh.writelines(lines)
+
+
+def _split_lines(file: Path) -> list[str]:
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{file}: missing; run torchstarter build-dataset to create the "
+                        f"splits") from None
+    except IsADirectoryError:
+        raise UserError(f"{file}: is a folder, expected a text file; rebuild the splits "
+                        f"with torchstarter build-dataset") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(f"{file}:{line}: not UTF-8 text; rebuild the splits with "
+                        f"torchstarter build-dataset") from None
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def read_split(folder: Path) -> list[Sentence]:
+    """Read a split written by write_split, checking tokens and tags still line up."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder; run torchstarter build-dataset to create "
+                        f"the splits")
+    sent_file, label_file = folder / SENTENCES_FILE, folder / LABELS_FILE
+    sent_lines, label_lines = _split_lines(sent_file), _split_lines(label_file)
+    if not sent_lines and not label_lines:
+        raise UserError(f"{folder}: empty split ({SENTENCES_FILE} and {LABELS_FILE} hold no "
+                        f"sentences); rebuild it with torchstarter build-dataset")
+    if len(sent_lines) != len(label_lines):
+        raise UserError(f"{sent_file} has {len(sent_lines)} lines but {label_file} has "
+                        f"{len(label_lines)}; they must match line for line, rebuild them "
+                        f"with torchstarter build-dataset")
+    sentences: list[Sentence] = []
+    for lineno, (text, labels) in enumerate(zip(sent_lines, label_lines, strict=True),
+                                           start=1):
+        tokens, tags = text.split(), labels.split()
+        if not tokens:
+            raise UserError(f"{sent_file}:{lineno}: empty line; every line must hold one "
+                            f"sentence, remove it from both files")
+        if len(tokens) != len(tags):
+            raise UserError(f"{label_file}:{lineno}: {len(tags)} tags but {sent_file}:"
+                            f"{lineno} has {len(tokens)} tokens; one tag per token")
+        sentences.append((tokens, tags))
+    return sentences

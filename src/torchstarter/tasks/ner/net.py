@@ -1,0 +1,121 @@
+"""The tagger: embedding (+ optional character CNN) -> (Bi)LSTM -> linear (-> optional CRF)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from torchstarter.tasks.ner.crf import CRF
+from torchstarter.tasks.ner.entities import TagScheme, entity_counts
+
+
+class TaggerOutput:
+    """Tag scores of a batch plus what loss and metrics need; decoding happens once."""
+
+    def __init__(self, emissions: torch.Tensor, mask: torch.Tensor, crf: CRF | None,
+                 scheme: TagScheme):
+        self.emissions, self.mask, self.crf, self.scheme = emissions, mask, crf, scheme
+        self._predictions: torch.Tensor | None = None
+        self._counts: tuple[int, torch.Tensor] | None = None
+
+    def predictions(self) -> torch.Tensor:
+        """Tag ids [B, T]; Viterbi with a CRF, argmax without; -1 on padding."""
+        if self._predictions is None:
+            with torch.no_grad():
+                if self.crf is not None:
+                    self._predictions = self.crf.decode(self.emissions.float(), self.mask)
+                else:
+                    self._predictions = self.emissions.argmax(-1).masked_fill(~self.mask, -1)
+        return self._predictions
+
+    def entity_counts(self, labels: torch.Tensor) -> torch.Tensor:
+        """(true positives, predicted entities, gold entities), computed once per batch."""
+        if self._counts is None or self._counts[0] != id(labels):
+            counts = entity_counts(self.predictions(), labels, self.mask,
+                                   self.scheme.to(labels.device))
+            self._counts = (id(labels), counts)
+        return self._counts[1]
+
+
+class Tagger(nn.Module):
+    def __init__(self, vocab_size: int, tags: list[str], embedding_dim: int = 50,
+                 hidden_dim: int = 50, bidirectional: bool = False, num_layers: int = 1,
+                 dropout: float = 0.0, num_chars: int = 0, char_embedding_dim: int = 0,
+                 char_filters: int = 50, crf: bool = False, pad_id: int = 0):
+        super().__init__()
+        self.pad_id = pad_id
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
+        features = embedding_dim
+        self.char_embedding: nn.Embedding | None = None
+        if char_embedding_dim > 0:
+            self.char_embedding = nn.Embedding(num_chars, char_embedding_dim, padding_idx=0)
+            self.char_conv = nn.Conv1d(char_embedding_dim, char_filters, 3, padding=1)
+            features += char_filters
+        self.dropout = nn.Dropout(dropout)
+        self.bidirectional = bidirectional
+        self.lstm = nn.LSTM(features, hidden_dim, num_layers=num_layers, batch_first=True,
+                            bidirectional=bidirectional,
+                            dropout=dropout if num_layers > 1 else 0.0)
+        self.fc = nn.Linear(hidden_dim * (2 if bidirectional else 1), len(tags))
+        self.crf = CRF(len(tags)) if crf else None
+        self.scheme = TagScheme(tags)
+
+    def _char_features(self, chars: torch.Tensor) -> torch.Tensor:
+        b, t, w = chars.shape
+        x = self.char_embedding(chars.reshape(b * t, w)).transpose(1, 2)  # [BT, E, W]
+        x = F.relu(self.char_conv(x)).amax(dim=2)  # max over the characters of a word
+        return x.reshape(b, t, -1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> TaggerOutput:
+        words, lengths = batch["words"], batch["lengths"]
+        mask = torch.arange(words.shape[1], device=words.device) < lengths[:, None]
+        x = self.embedding(words)
+        if self.char_embedding is not None:
+            x = torch.cat([x, self._char_features(batch["chars"])], dim=-1)
+        x = self.dropout(x)
+        if self.bidirectional:
+            # The backward direction must start at each sentence's last real token.
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True,
+                                          enforce_sorted=False)
+            h, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
+                                       total_length=words.shape[1])
+        else:
+            h, _ = self.lstm(x)  # left to right: trailing padding cannot reach real tokens
+        emissions = self.fc(self.dropout(h))
+        return TaggerOutput(emissions, mask, self.crf, self.scheme)
+
+
+def loss_fn(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """Mean loss per real token, and the number of real tokens it averages."""
+    tokens = outputs.mask.sum()
+    if outputs.crf is not None:
+        nll = outputs.crf.nll(outputs.emissions, labels, outputs.mask)
+        return nll.sum() / tokens, tokens
+    scores = outputs.emissions.float()
+    loss = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), labels.reshape(-1),
+                           ignore_index=-1)
+    return loss, tokens
+
+
+def token_accuracy(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
+    return ((outputs.predictions() == labels) & outputs.mask).sum(), outputs.mask.sum()
+
+
+def entity_precision(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
+    tp, n_pred, _ = outputs.entity_counts(labels)
+    return tp, n_pred
+
+
+def entity_recall(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
+    tp, _, n_gold = outputs.entity_counts(labels)
+    return tp, n_gold
+
+
+def entity_f1(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
+    """F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + gold): a ratio of sums, so exact."""
+    tp, n_pred, n_gold = outputs.entity_counts(labels)
+    return 2 * tp, n_pred + n_gold

@@ -1,0 +1,76 @@
+"""Tags and entity spans for sentences given on the command line, in files, or on stdin."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchstarter.config import Params
+from torchstarter.errors import UserError
+from torchstarter.tasks.ner.data import MAX_WORD_CHARS, Encoder
+from torchstarter.tasks.ner.entities import spans
+
+
+def read_sentences(inputs: list[str]) -> list[list[str]]:
+    """Each input is a sentence, a text file of one sentence a line, or '-' for stdin.
+
+    Sentences are split on whitespace: give them tokenised ("New York ." not "New York.").
+    """
+    lines: list[str] = []
+    for item in inputs:
+        if item == "-":
+            lines.extend(sys.stdin.read().splitlines())
+        elif Path(item).is_file():
+            try:
+                lines.extend(Path(item).read_text(encoding="utf-8").splitlines())
+            except UnicodeDecodeError:
+                raise UserError(f"{item}: not UTF-8 text; convert the file to UTF-8") from None
+        else:
+            lines.append(item)
+    sentences = [line.split() for line in lines if line.strip()]
+    if not sentences:
+        raise UserError("predict: no sentence given (pass sentences, text files or - for stdin)")
+    return sentences
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, params: Params, inputs: list[str], device: torch.device
+            ) -> list[dict[str, Any]]:
+    sentences = read_sentences(inputs)
+    info = model.data_info
+    enc = Encoder(info)
+    model.eval()
+    rows = []
+    for start in range(0, len(sentences), params.batch_size):
+        chunk = sentences[start:start + params.batch_size]
+        width = max(len(s) for s in chunk)
+        words = torch.zeros(len(chunk), width, dtype=torch.long)
+        chars = torch.zeros(len(chunk), width, MAX_WORD_CHARS, dtype=torch.long)
+        for i, tokens in enumerate(chunk):
+            words[i, :len(tokens)] = torch.tensor(enc.words(tokens))
+            for j, token in enumerate(tokens):
+                ids = enc.chars(token)
+                chars[i, j, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        batch = {"words": words.to(device), "chars": chars.to(device),
+                 "lengths": torch.tensor([len(s) for s in chunk], device=device)}
+        predicted = model(batch).predictions().cpu()
+        for tokens, ids in zip(chunk, predicted, strict=True):
+            tags = [info["tags"][int(k)] for k in ids[:len(tokens)]]
+            entities = [{"type": kind, "text": " ".join(tokens[a:b]), "start": a, "end": b}
+                        for kind, a, b in spans(tags)]
+            rows.append({"tokens": tokens, "tags": tags, "entities": entities})
+    return rows
+
+
+def format_predictions(rows: list[dict[str, Any]]) -> str:
+    """token/TAG pairs, then one line per entity span."""
+    out = []
+    for row in rows:
+        out.append(" ".join(f"{t}/{g}" for t, g in zip(row["tokens"], row["tags"],
+                                                        strict=True)))
+        for e in row["entities"]:
+            out.append(f"    {e['type']:4s} {e['text']}  [{e['start']}:{e['end']}]")
+    return "\n".join(out)
