@@ -159,7 +159,6 @@ def _build_dataset(args: argparse.Namespace) -> int:
         raise UserError(f"task '{task.name}' has no build_dataset(); prepare its data yourself")
     for line in task.build_dataset(args):
         print(line)
-    print(f"wrote {args.output_dir}")
     return 0
 
 
@@ -189,7 +188,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     metrics, path = evaluate(args.model_dir, args.data_dir, args.split, args.restore,
                              parse_overrides(args.overrides))
-    print(tabulate([metrics], headers="keys", floatfmt=".4f"))
+    scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    print(tabulate([scalars], headers="keys", floatfmt=".4f"))
+    for key, table in metrics.items():
+        if isinstance(table, dict):  # e.g. per entity type: one row per type
+            print(f"\n{key}:")
+            print(tabulate([{"": name, **row} for name, row in table.items()], headers="keys",
+                           floatfmt=".4f"))
     print(f"wrote {path}")
     return 0
 

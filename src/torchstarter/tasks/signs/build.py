@@ -115,7 +115,7 @@ def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
                 per_class[label] += 1
             counts[split] = {"images": sum(per_class.values()), "resized": resized,
                              "per_class": {str(k): per_class[k] for k in sorted(per_class)}}
-        report = {"source": str(raw.resolve()), "seed": args.seed,
+        report = {"source": str(raw.resolve()), "output": str(out), "seed": args.seed,
                   "val_fraction": args.val_fraction, "drop_leaks": args.drop_leaks,
                   "splits": counts, "duplicates": duplicates}
         write_json(tmp / "build_report.json", report)
@@ -136,6 +136,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     leak_val, leak_test = len(dup["leaks"]["val"]), len(dup["leaks"]["test"])
     lines.append(f"val images equal to a train image: {leak_val}; test images: {leak_test}; "
                  f"test images equal to a val image: {len(dup['leaks']['test_in_val'])}")
+    lines.append(f"wrote {report['output']}")
     if report["drop_leaks"]:
         lines.append(f"dropped {leak_val} val and {leak_test} test images (--drop-leaks)")
     elif leak_val or leak_test:
