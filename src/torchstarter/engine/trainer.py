@@ -27,6 +27,7 @@ from torchstarter.engine.early_stopping import EarlyStopping
 from torchstarter.engine.metrics import MetricTotals
 from torchstarter.engine.optim import build_optimizer, build_scheduler
 from torchstarter.engine.rng import AUGMENT_STREAM, epoch_generator, get_rng_state, set_rng_state
+from torchstarter.errors import UserError
 from torchstarter.tasks.base import Task
 
 log = logging.getLogger("torchstarter")
@@ -114,6 +115,7 @@ class Trainer:
         bar = tqdm(total=len(data), desc=f"epoch {epoch}/{p.num_epochs}", unit="samples",
                    leave=False, disable=None, dynamic_ncols=True)
         last_shown = time.monotonic()
+        check_every_step = self.device.type == "cpu"
         batches = iterate_batches(data, order, p.batch_size, self.device, p.num_workers)
         for step, (inputs, labels) in enumerate(batches, start=1):
             if self.task.augment is not None:
@@ -122,6 +124,13 @@ class Trainer:
             with self._autocast():
                 outputs = self.model(inputs)
                 loss, count = self.task.loss(outputs, labels)
+            # On the CPU the check is free; on a GPU it waits, so it runs every summary step.
+            if (check_every_step or step % p.save_summary_steps == 0) and \
+                    not bool(torch.isfinite(loss.detach())):
+                raise UserError(
+                    f"loss is {float(loss.detach()):g} at epoch {epoch}, step {step}; stopped "
+                    f"before updating, so last.pt (end of epoch {epoch - 1}) is the last good "
+                    f"checkpoint; lower learning_rate or set grad_clip_norm")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if p.grad_clip_norm is not None:

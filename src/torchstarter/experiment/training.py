@@ -17,6 +17,7 @@ from torchstarter.engine.rng import seed_everything
 from torchstarter.engine.trainer import EpochResult, Trainer
 from torchstarter.errors import UserError
 from torchstarter.experiment import files
+from torchstarter.experiment.lock import run_lock
 from torchstarter.tasks import Task
 from torchstarter.tasks.registry import load_experiment
 from torchstarter.utils.atomic import write_json
@@ -66,6 +67,13 @@ def train(model_dir: Path, data_dir: Path, restore: str | None = None,
     """Train the experiment in model_dir; return the trainer at the end of the run."""
     model_dir = Path(model_dir)
     task, params = load_experiment(model_dir / files.PARAMS, overrides)
+    with run_lock(model_dir):
+        return _train(model_dir, data_dir, task, params, restore, overwrite, stop_after_epoch,
+                      console)
+
+
+def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore: str | None,
+           overwrite: bool, stop_after_epoch: int | None, console: bool) -> Trainer:
     previous = files.existing_outputs(model_dir)
     if restore is None and previous and not overwrite:
         raise UserError(f"{model_dir}: already holds a run ({', '.join(previous[:3])}); pass "

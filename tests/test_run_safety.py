@@ -1,0 +1,50 @@
+"""A run never fights another run for its folder, and a NaN loss stops it cleanly."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from test_cli_end_to_end import cli
+from test_custom_task import BLOBS_TASK
+
+from torchstarter.engine.checkpoint import load_checkpoint
+from torchstarter.errors import UserError
+from torchstarter.experiment.lock import LOCK, run_lock
+
+
+def test_a_live_run_holds_the_folder_and_a_stale_lock_is_taken_over(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / LOCK).write_text(f"{sleeper.pid}\n")
+        with pytest.raises(UserError, match=f"already training here \\(pid {sleeper.pid}\\)"), \
+                run_lock(tmp_path):
+            pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with run_lock(tmp_path):  # the owner is dead now: its lock is stale
+        assert (tmp_path / LOCK).read_text().strip() == str(os.getpid())
+    assert not (tmp_path / LOCK).exists()
+
+
+NAN_AFTER = BLOBS_TASK.replace(
+    "def loss_fn(logits, labels):\n    return F.cross_entropy(logits, labels)",
+    "CALLS = [0]\n\ndef loss_fn(logits, labels):\n    CALLS[0] += logits.requires_grad\n"
+    "    loss = F.cross_entropy(logits, labels)\n"
+    "    return loss * float('nan') if CALLS[0] > 9 else loss")
+
+
+def test_a_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    assert NAN_AFTER != BLOBS_TASK
+    (tmp_path / "blobs.py").write_text(NAN_AFTER)
+    (tmp_path / "params.json").write_text(json.dumps({
+        "task": "blobs.py", "learning_rate": 0.05, "batch_size": 16, "num_epochs": 3}))
+    result = cli("train", "--data-dir", tmp_path, "--model-dir", tmp_path, check=False)
+    # 101 examples at batch 16 is 7 steps an epoch; the 10th training loss is step 3 of
+    # epoch 2 (validation losses are not counted: they run without gradients)
+    assert result.returncode == 2
+    assert "loss is nan at epoch 2, step 3" in result.stderr
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
+    assert not (tmp_path / LOCK).exists()
