@@ -135,9 +135,9 @@ class Trainer:
             loss.backward()
             if p.grad_clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), p.grad_clip_norm)
-            self.optimizer.step()
-            with torch.no_grad():
+            with torch.no_grad():  # before the step: metrics of the weights that made outputs
                 totals.add(loss.detach(), count, outputs, labels, batch_size_of(labels))
+            self.optimizer.step()
             bar.update(batch_size_of(labels))
             if step % p.save_summary_steps == 0:
                 log.debug("epoch %d step %d: running loss %.4f", epoch, step,

@@ -37,6 +37,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                         help="corpus format: kaggle (ner_dataset.csv or .zip), conll (token "
                              "first, tag last, blank line between sentences) or auto "
                              "(default: guess from the file)")
+    parser.add_argument("--encoding", default="utf-8",
+                        help="text encoding of CoNLL files (default utf-8; the Kaggle CSV is "
+                             "always windows-1252)")
     parser.add_argument("--keep-order", "--keep_order", action="store_true",
                         help="split sentences in file order instead of shuffling with --seed")
     parser.add_argument("--train-fraction", "--train_fraction", type=float, default=0.7,
@@ -103,7 +106,7 @@ def build_dataset(args: argparse.Namespace) -> list[str]:
             raise UserError(f"--output-dir {out} would contain the corpus {corpus}; pick an "
                             f"output folder outside it")
     fmt = detect_format(corpus) if args.format == "auto" else args.format
-    sentences = read_corpus(corpus, fmt)
+    sentences = read_corpus(corpus, fmt, args.encoding)
     splits = plan_split(sentences, args.train_fraction, args.val_fraction, args.seed,
                         args.keep_order)
     tag_counts = {name: Counter(t for _, tags in part for t in tags)

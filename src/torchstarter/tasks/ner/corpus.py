@@ -249,8 +249,8 @@ def _decode(data: bytes, encoding: str, path: Path) -> str:
             except UnicodeDecodeError:
                 hint = "convert it to UTF-8 (iconv -f ENCODING -t utf-8)"
         raise UserError(f"{path}:{line}: byte 0x{data[exc.start]:02X} is not {encoding} "
-                        f"text; {hint}, or read it with encoding= set to its "
-                        f"encoding") from None
+                        f"text; {hint}, or pass --encoding with its encoding "
+                        f"(e.g. latin-1)") from None
 
 
 # --------------------------------------------------------------------- finding a corpus
@@ -305,14 +305,14 @@ def detect_format(path: Path) -> str:
     return "conll"
 
 
-def read_corpus(path: Path, fmt: str = "auto") -> list[Sentence]:
+def read_corpus(path: Path, fmt: str = "auto", encoding: str = "utf-8") -> list[Sentence]:
     """Read any supported corpus; an empty one is an error since nothing could be split."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
     path = locate_corpus(path)
     if fmt == "auto":
         fmt = detect_format(path)
-    sentences = read_kaggle_csv(path) if fmt == "kaggle" else read_conll(path)
+    sentences = read_kaggle_csv(path) if fmt == "kaggle" else read_conll(path, encoding)
     if not sentences:
         raise UserError(f"{path}: holds no sentences; pass a non-empty corpus")
     return sentences

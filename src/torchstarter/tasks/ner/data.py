@@ -10,7 +10,8 @@ import torch
 from torchstarter.config import Params
 from torchstarter.errors import UserError
 from torchstarter.tasks.ner.corpus import read_split
-from torchstarter.tasks.ner.vocab import PAD_TAG_ID, Vocab
+from torchstarter.tasks.ner.entities import TagScheme
+from torchstarter.tasks.ner.vocab import PAD_TAG_ID, PAD_WORD, Vocab
 
 MAX_WORD_CHARS = 20  # longer words keep their first characters for the char CNN
 BUCKET_BATCHES = 50  # with bucketing, sort by length within windows of this many batches
@@ -19,9 +20,18 @@ BUCKET_BATCHES = 50  # with bucketing, sort by length within windows of this man
 def describe_data(params: Params, data_dir: Path) -> dict[str, Any]:
     """The vocabulary the model is built for; it travels inside every checkpoint."""
     vocab = Vocab.load(data_dir)
-    chars = sorted({c for w in vocab.words[2:] for c in w})
+    try:
+        TagScheme(vocab.tags)
+    except ValueError as exc:
+        raise UserError(f"{Path(data_dir) / 'tags.txt'}: {exc}; the NER task reads BIO tags "
+                        f"(O, B-X, I-X): convert the corpus tags") from None
+    chars: set[str] = set()
+    if params.char_embedding_dim > 0:  # characters as written, even with a lowercased vocab
+        for tokens, _ in read_split(Path(data_dir) / "train"):
+            for token in tokens:
+                chars.update(token)
     return {"words": vocab.words, "tags": vocab.tags, "lowercase": vocab.lowercase,
-            "chars": chars}
+            "chars": sorted(chars)}
 
 
 class Encoder:
@@ -29,6 +39,7 @@ class Encoder:
 
     def __init__(self, info: dict[str, Any]):
         self.word_ids = {w: i for i, w in enumerate(info["words"])}
+        self.word_ids.pop(PAD_WORD, None)  # a corpus token "<pad>" is a word, not padding
         self.tag_ids = {t: i for i, t in enumerate(info["tags"])}
         self.char_ids = {c: i + 2 for i, c in enumerate(info["chars"])}  # 0 pad, 1 unknown
         self.lowercase = info["lowercase"]
@@ -44,8 +55,8 @@ class Encoder:
         try:
             return [self.tag_ids[t] for t in tags]
         except KeyError as exc:
-            raise UserError(f"{where}: tag {exc.args[0]!r} is not in tags.txt; rebuild the "
-                            f"vocabulary with torchstarter build-vocab") from None
+            raise UserError(f"{where}: tag {exc.args[0]!r} is not one the model knows (tags.txt "
+                            f"when it was trained); rebuild the vocabulary and retrain") from None
 
     def chars(self, form: str) -> list[int]:
         return [self.char_ids.get(c, 1) for c in form[:MAX_WORD_CHARS]]

@@ -107,15 +107,15 @@ def token_accuracy(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, An
 
 def entity_precision(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
     tp, n_pred, _ = outputs.entity_counts(labels)
-    return tp, n_pred
+    return tp, n_pred.clamp(min=1)  # no predicted entity: precision 0, as seqeval says
 
 
 def entity_recall(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
     tp, _, n_gold = outputs.entity_counts(labels)
-    return tp, n_gold
+    return tp, n_gold.clamp(min=1)
 
 
 def entity_f1(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
     """F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + gold): a ratio of sums, so exact."""
     tp, n_pred, n_gold = outputs.entity_counts(labels)
-    return 2 * tp, n_pred + n_gold
+    return 2 * tp, (n_pred + n_gold).clamp(min=1)

@@ -23,7 +23,7 @@ def read_sentences(inputs: list[str]) -> list[list[str]]:
     for item in inputs:
         if item == "-":
             lines.extend(sys.stdin.read().splitlines())
-        elif Path(item).is_file():
+        elif _is_file(item):
             try:
                 lines.extend(Path(item).read_text(encoding="utf-8").splitlines())
             except UnicodeDecodeError:
@@ -34,6 +34,13 @@ def read_sentences(inputs: list[str]) -> list[list[str]]:
     if not sentences:
         raise UserError("predict: no sentence given (pass sentences, text files or - for stdin)")
     return sentences
+
+
+def _is_file(item: str) -> bool:
+    try:
+        return Path(item).is_file()
+    except OSError:  # e.g. a sentence longer than a file name may be
+        return False
 
 
 @torch.inference_mode()

@@ -70,6 +70,9 @@ def find_duplicates(hashes: dict[str, dict[str, str]]) -> dict[str, Any]:
 
 def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
     raw, out = Path(args.data_dir), Path(args.output_dir)
+    if raw.is_file():
+        raise UserError(f"--data-dir {raw} is a file; SIGNS raw data is a folder with "
+                        f"train_signs/ and test_signs/ (for an NER corpus add --task ner)")
     if out.resolve() == raw.resolve() or out.resolve() in raw.resolve().parents:
         raise UserError(f"--output-dir {out} would contain the raw data in --data-dir {raw}; "
                         f"pick an output folder outside it")

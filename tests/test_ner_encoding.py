@@ -1,0 +1,41 @@
+"""How the NER task turns the vocabulary and raw text into ids."""
+
+import pytest
+
+from torchstarter.errors import UserError
+from torchstarter.tasks.ner.corpus import write_split
+from torchstarter.tasks.ner.data import Encoder, describe_data
+from torchstarter.tasks.ner.predict import read_sentences
+from torchstarter.tasks.ner.vocab import build_vocab
+from torchstarter.tasks.registry import resolve_params
+
+_, PARAMS = resolve_params({"task": "ner", "learning_rate": 1e-3, "batch_size": 2,
+                            "num_epochs": 1, "char_embedding_dim": 4}, "test")
+
+
+def built(tmp_path, tags=("B-per", "O"), lowercase=False):
+    for split in ("train", "val", "test"):
+        write_split(tmp_path / split, [(["Ann", "<pad>"], list(tags))])
+    build_vocab(tmp_path, lowercase=lowercase)
+    return tmp_path
+
+
+def test_a_corpus_token_that_looks_like_padding_is_a_word_not_padding(tmp_path):
+    info = describe_data(PARAMS, built(tmp_path))
+    enc = Encoder(info)
+    assert enc.words(["<pad>"]) != [0]
+
+
+def test_characters_keep_their_case_with_a_lowercased_vocabulary(tmp_path):
+    info = describe_data(PARAMS, built(tmp_path, lowercase=True))
+    assert "A" in info["chars"] and "ann" in info["words"]
+
+
+def test_tags_that_are_not_bio_are_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="tags.txt: .*BIO"):
+        describe_data(PARAMS, built(tmp_path, tags=("S-per", "O")))
+
+
+def test_a_long_sentence_is_read_as_a_sentence_not_a_file_name():
+    sentence = " ".join(["word"] * 200)
+    assert read_sentences([sentence]) == [["word"] * 200]
