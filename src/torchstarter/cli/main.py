@@ -151,26 +151,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _build_dataset(args: argparse.Namespace) -> int:
-    from torchstarter.tasks import load_task
+def _task_step(part: str, missing: str):
+    """A subcommand that runs one optional part of the task and prints its summary lines."""
+    def run(args: argparse.Namespace) -> int:
+        from torchstarter.tasks import load_task
 
-    task = load_task(args.task)
-    if task.build_dataset is None:
-        raise UserError(f"task '{task.name}' has no build_dataset(); prepare its data yourself")
-    for line in task.build_dataset(args):
-        print(line)
-    return 0
+        task = load_task(args.task)
+        step = getattr(task, part)
+        if step is None:
+            raise UserError(f"task '{task.name}' {missing}")
+        for line in step(args):
+            print(line)
+        return 0
+    return run
 
 
-def _build_vocab(args: argparse.Namespace) -> int:
-    from torchstarter.tasks import load_task
-
-    task = load_task(args.task)
-    if task.build_vocab_command is None:
-        raise UserError(f"task '{task.name}' has no vocabulary to build")
-    for line in task.build_vocab_command(args):
-        print(line)
-    return 0
+_build_dataset = _task_step("build_dataset", "has no build_dataset(); prepare its data yourself")
+_build_vocab = _task_step("build_vocab_command", "has no vocabulary to build")
 
 
 def _train(args: argparse.Namespace) -> int:
