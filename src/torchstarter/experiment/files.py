@@ -42,6 +42,17 @@ def existing_outputs(model_dir: Path) -> list[str]:
     return [name for name in RUN_OUTPUTS if (Path(model_dir) / name).exists()]
 
 
+def remove_stale_temp_files(model_dir: Path) -> list[str]:
+    """Delete temp files a killed run left mid-write (never a finished output)."""
+    removed = []
+    for item in Path(model_dir).glob(".*"):
+        if item.suffix in (".tmp", ".link") and any(item.name.startswith(f".{name}.")
+                                                    for name in RUN_OUTPUTS):
+            item.unlink(missing_ok=True)
+            removed.append(item.name)
+    return removed
+
+
 def archive_outputs(model_dir: Path) -> Path:
     """Move a previous run's outputs aside (never delete them) before a fresh run."""
     dest = Path(model_dir) / ARCHIVE / time.strftime("%Y%m%d-%H%M%S")

@@ -68,6 +68,7 @@ def train(model_dir: Path, data_dir: Path, restore: str | None = None,
     model_dir = Path(model_dir)
     task, params = load_experiment(model_dir / files.PARAMS, overrides)
     with run_lock(model_dir):
+        files.remove_stale_temp_files(model_dir)  # only a dead run can have left them
         return _train(model_dir, data_dir, task, params, restore, overwrite, stop_after_epoch,
                       console)
 
