@@ -61,7 +61,7 @@ def run_stress(kills: int, epochs: int, seed: int, workdir: Path) -> dict[str, i
     subprocess.run(train_command(data, dirs["straight"]), check=True, capture_output=True)
     full_run = time.perf_counter() - started
 
-    counts = {"kills": 0, "restarts": 0, "kills_with_checkpoint": 0}
+    counts = {"kills": 0, "restarts": 0, "kills_with_checkpoint": 0, "kills_mid_write": 0}
     while True:
         model_dir = dirs["killed"]
         extra = ("--restore", "last") if (model_dir / "last.pt").exists() else ("--overwrite",)
@@ -76,6 +76,8 @@ def run_stress(kills: int, epochs: int, seed: int, workdir: Path) -> dict[str, i
                 proc.wait()
                 counts["kills"] += 1
                 counts["kills_with_checkpoint"] += (model_dir / "last.pt").exists()
+                counts["kills_mid_write"] += any(p.suffix in (".tmp", ".link")
+                                                 for p in model_dir.glob(".*"))
                 check_files(model_dir)
                 continue
         err = proc.communicate()[1].decode()
