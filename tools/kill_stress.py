@@ -2,7 +2,8 @@
 
 One run trains uninterrupted. Another is started, killed with SIGKILL after a random
 delay, restarted with --restore last (or afresh when no epoch finished yet), and so on
-until it completes, with at least --kills kills. After every kill, each file the run has
+until it completes, with at least --kills kills; every third kill waits for a checkpoint
+write to start and strikes inside it. After every kill, each file the run has
 written must be readable: last.pt and best.pt load, the JSON files parse. At the end the
 weights of both runs must be identical (torch.equal).
 
@@ -45,6 +46,16 @@ def check_files(model_dir: Path) -> None:
             json.loads((model_dir / name).read_text())
 
 
+def wait_for_write(proc: subprocess.Popen, model_dir: Path, deadline: float) -> bool:
+    """Poll until the run has a checkpoint temp file open; False if it ends first."""
+    end = time.perf_counter() + deadline
+    while proc.poll() is None and time.perf_counter() < end:
+        if any(p.name.startswith(".last.pt.") for p in model_dir.iterdir()):
+            return True
+        time.sleep(0.0005)
+    return False
+
+
 def run_stress(kills: int, epochs: int, seed: int, workdir: Path) -> dict[str, int | bool]:
     rng = random.Random(seed)
     task = load_task("signs")
@@ -62,33 +73,48 @@ def run_stress(kills: int, epochs: int, seed: int, workdir: Path) -> dict[str, i
     full_run = time.perf_counter() - started
 
     counts = {"kills": 0, "restarts": 0, "kills_with_checkpoint": 0, "kills_mid_write": 0}
+    model_dir = dirs["killed"]
+    counts["completed_runs"], identical, fresh = 0, True, False
     while True:
-        model_dir = dirs["killed"]
-        extra = ("--restore", "last") if (model_dir / "last.pt").exists() else ("--overwrite",)
+        resume = (model_dir / "last.pt").exists() and not fresh
+        extra = ("--restore", "last") if resume else ("--overwrite",)
+        fresh = False
         proc = subprocess.Popen(train_command(data, model_dir, *extra),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         counts["restarts"] += 1
         if counts["kills"] < kills:
+            # Every third kill waits for a checkpoint write to begin and strikes inside it.
+            at_write = counts["kills"] % 3 == 2
+            if at_write and wait_for_write(proc, model_dir, deadline=full_run * 2):
+                proc.kill()
+                proc.wait()
+                counts["kills"] += 1
+                counts["kills_mid_write"] += 1
+                check_files(model_dir)
+                continue
             try:
-                proc.wait(timeout=rng.uniform(0.5, full_run))
+                proc.wait(timeout=0.01 if at_write else rng.uniform(0.5, full_run))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
                 counts["kills"] += 1
                 counts["kills_with_checkpoint"] += (model_dir / "last.pt").exists()
-                counts["kills_mid_write"] += any(p.suffix in (".tmp", ".link")
-                                                 for p in model_dir.glob(".*"))
+                counts["kills_mid_write"] += any(p.name.startswith(".last.pt.")
+                                                 for p in model_dir.iterdir())
                 check_files(model_dir)
                 continue
         err = proc.communicate()[1].decode()
         if proc.returncode != 0:
             raise SystemExit(f"a restart failed (exit {proc.returncode}): {err.strip()}")
+        # The run reached its last epoch: compare, then start a new cycle if kills remain.
+        a = load_checkpoint(dirs["straight"] / "last.pt")["model"]
+        b = load_checkpoint(model_dir / "last.pt")["model"]
+        identical &= a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        counts["completed_runs"] += 1
         if counts["kills"] >= kills:
             break
-    a = load_checkpoint(dirs["straight"] / "last.pt")["model"]
-    b = load_checkpoint(dirs["killed"] / "last.pt")["model"]
-    counts["identical_weights"] = a.keys() == b.keys() and all(torch.equal(a[k], b[k])
-                                                               for k in a)
+        fresh = True
+    counts["identical_weights"] = identical
     counts["leftover_temp_files"] = len([p for p in dirs["killed"].glob(".*")
                                          if p.suffix in (".tmp", ".link")])
     return counts
