@@ -16,26 +16,12 @@ from typing import Any
 from tabulate import tabulate
 
 from torchstarter import __version__
+from torchstarter.cli import new_project, search, synthesize
+from torchstarter.cli.flags import flag, restore_flag, set_flag
 from torchstarter.errors import UserError
 
-
-def _flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:
-    """Add --some-name with the alias --some_name."""
-    dashed = "--" + name.replace("_", "-")
-    names = [dashed] if "-" not in name and "_" not in name else [dashed, "--" + name]
-    parser.add_argument(*names, dest=name, **kwargs)
-
-
-def _restore_flag(parser: argparse.ArgumentParser, default: str | None, help_: str) -> None:
-    parser.add_argument("--restore", "--restore-file", "--restore_file", dest="restore",
-                        default=default, metavar="last|best|PATH", help=help_)
-
-
-def _set_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
-                        metavar="KEY=VALUE",
-                        help="override params.json keys for this run, e.g. --set "
-                             "learning_rate=0.01 num_epochs=3 (values are read as JSON)")
+# Subcommands that live in their own module: each has add_parser(sub) and run(args) -> int.
+PLUGGED_COMMANDS = {"search": search, "synthesize": synthesize, "new": new_project}
 
 
 def _task_in(argv: Sequence[str], default: str) -> str:
@@ -59,12 +45,12 @@ def build_parser(build_task: str | None = None, vocab_task: str | None = None
 
     p = sub.add_parser("build-dataset", help="turn raw data into train/val/test splits",
                        description="Turn raw data into train/val/test splits on disk.")
-    _flag(p, "task", default="signs", help="task whose raw data this is (default: signs)")
-    _flag(p, "data_dir", required=True, type=Path, help="folder of raw data "
+    flag(p, "task", default="signs", help="task whose raw data this is (default: signs)")
+    flag(p, "data_dir", required=True, type=Path, help="folder of raw data "
           "(for signs: with train_signs/ and test_signs/)")
-    _flag(p, "output_dir", required=True, type=Path, help="folder to create with the splits")
-    _flag(p, "seed", type=int, default=230, help="seed of the train/val split (default 230)")
-    _flag(p, "overwrite", action="store_true",
+    flag(p, "output_dir", required=True, type=Path, help="folder to create with the splits")
+    flag(p, "seed", type=int, default=230, help="seed of the train/val split (default 230)")
+    flag(p, "overwrite", action="store_true",
           help="replace an existing output folder (only once the new one is complete)")
     if build_task is not None:
         from torchstarter.tasks import load_task
@@ -76,8 +62,8 @@ def build_parser(build_task: str | None = None, vocab_task: str | None = None
     p = sub.add_parser("build-vocab", help="write the vocabulary of a built dataset",
                        description="Write words.txt, tags.txt and dataset_params.json into a "
                                    "folder made by build-dataset (tasks with a vocabulary).")
-    _flag(p, "task", default="ner", help="task (default: ner)")
-    _flag(p, "data_dir", required=True, type=Path, help="folder built by build-dataset")
+    flag(p, "task", default="ner", help="task (default: ner)")
+    flag(p, "data_dir", required=True, type=Path, help="folder built by build-dataset")
     if vocab_task is not None:
         from torchstarter.tasks import load_task
 
@@ -88,51 +74,51 @@ def build_parser(build_task: str | None = None, vocab_task: str | None = None
     p = sub.add_parser("train", help="train the experiment in a model dir",
                        description="Train the experiment whose params.json is in --model-dir; "
                                    "every output is written to that folder.")
-    _flag(p, "data_dir", required=True, type=Path, help="folder built by build-dataset")
-    _flag(p, "model_dir", required=True, type=Path, help="experiment folder with params.json")
-    _restore_flag(p, None, "continue from a checkpoint: last, best, or a file path")
-    _flag(p, "overwrite", action="store_true",
+    flag(p, "data_dir", required=True, type=Path, help="folder built by build-dataset")
+    flag(p, "model_dir", required=True, type=Path, help="experiment folder with params.json")
+    restore_flag(p, None, "continue from a checkpoint: last, best, or a file path")
+    flag(p, "overwrite", action="store_true",
           help="start over in a model dir that holds a run; its files move to previous_runs/")
-    _set_flag(p)
+    set_flag(p)
 
     p = sub.add_parser("evaluate", help="compute metrics of a checkpoint on a split",
                        description="Evaluate a checkpoint on a split and write "
                                    "metrics_<split>_<restore>.json into the model dir.")
-    _flag(p, "data_dir", required=True, type=Path, help="folder built by build-dataset")
-    _flag(p, "model_dir", required=True, type=Path, help="experiment folder that was trained")
-    _flag(p, "split", default="test", help="split to evaluate (default: test)")
-    _restore_flag(p, "best", "checkpoint to evaluate: best (default), last, or a file path")
-    _set_flag(p)
+    flag(p, "data_dir", required=True, type=Path, help="folder built by build-dataset")
+    flag(p, "model_dir", required=True, type=Path, help="experiment folder that was trained")
+    flag(p, "split", default="test", help="split to evaluate (default: test)")
+    restore_flag(p, "best", "checkpoint to evaluate: best (default), last, or a file path")
+    set_flag(p)
 
     p = sub.add_parser("predict", help="predict labels for new inputs",
                        description="Print the predicted label and class probabilities.")
-    _flag(p, "model_dir", required=True, type=Path, help="experiment folder that was trained")
+    flag(p, "model_dir", required=True, type=Path, help="experiment folder that was trained")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="what to predict for: image files or folders (signs); sentences, "
                         "text files with one sentence a line, or - for stdin (ner)")
-    _restore_flag(p, "best", "checkpoint to use: best (default), last, or a file path")
+    restore_flag(p, "best", "checkpoint to use: best (default), last, or a file path")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser("sample-data", help="write the built-in raw sample data",
                        description="Write small real raw data in the task's raw layout "
                                    "(signs: scikit-learn's handwritten digits 0-5).")
-    _flag(p, "task", default="signs", help="task (default: signs)")
-    _flag(p, "output_dir", required=True, type=Path, help="folder to create")
+    flag(p, "task", default="signs", help="task (default: signs)")
+    flag(p, "output_dir", required=True, type=Path, help="folder to create")
 
     p = sub.add_parser("demo", help="the whole pipeline on built-in data",
                        description="sample-data, build-dataset, train, evaluate and predict "
                                    "on the built-in data, then print a summary.")
-    _flag(p, "output_dir", type=Path, default=None,
+    flag(p, "output_dir", type=Path, default=None,
           help="folder for everything the demo writes (default: demo-runs/<time>)")
-    _flag(p, "task", action="append", choices=["signs", "ner"], default=None,
+    flag(p, "task", action="append", choices=["signs", "ner"], default=None,
           help="task to run, repeatable (default: both)")
-    _flag(p, "params", type=Path, default=None,
+    flag(p, "params", type=Path, default=None,
           help="params to train with (default: experiments/signs/base_model and "
                "experiments/ner/sample_demo)")
-    _flag(p, "raw_dir", type=Path, default=None,
+    flag(p, "raw_dir", type=Path, default=None,
           help="raw data to use instead of the built-in sample (e.g. data/SIGNS); "
                "needs a single --task")
-    _set_flag(p)
+    set_flag(p)
     return parser
 
 
@@ -142,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_task = _task_in(argv, "signs") if "build-dataset" in argv else None
         vocab_task = _task_in(argv, "ner") if "build-vocab" in argv else None
         args = build_parser(build_task, vocab_task).parse_args(argv)
+        if args.command in PLUGGED_COMMANDS:
+            return PLUGGED_COMMANDS[args.command].run(args)
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
