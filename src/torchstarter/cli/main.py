@@ -119,6 +119,9 @@ def build_parser(build_task: str | None = None, vocab_task: str | None = None
           help="raw data to use instead of the built-in sample (e.g. data/SIGNS); "
                "needs a single --task")
     set_flag(p)
+
+    for module in PLUGGED_COMMANDS.values():
+        module.add_parser(sub)
     return parser
 
 
