@@ -18,6 +18,7 @@ from tabulate import tabulate
 from torchstarter import __version__
 from torchstarter.cli import new_project, search, synthesize
 from torchstarter.cli.flags import flag, restore_flag, set_flag
+from torchstarter.engine.interrupt import StopRequested
 from torchstarter.errors import UserError
 
 # Subcommands that live in their own module: each has add_parser(sub) and run(args) -> int.
@@ -79,6 +80,8 @@ def build_parser(build_task: str | None = None, vocab_task: str | None = None
     restore_flag(p, None, "continue from a checkpoint: last, best, or a file path")
     flag(p, "overwrite", action="store_true",
           help="start over in a model dir that holds a run; its files move to previous_runs/")
+    flag(p, "no_tensorboard", action="store_true",
+         help="do not write TensorBoard scalars (same as --set tensorboard=false)")
     set_flag(p)
 
     p = sub.add_parser("evaluate", help="compute metrics of a checkpoint on a split",
@@ -137,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except StopRequested as exc:
+        print(f"interrupted: {exc}; rerun with --restore last to continue", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -165,8 +171,10 @@ def _train(args: argparse.Namespace) -> int:
     from torchstarter.config import parse_overrides
     from torchstarter.experiment.training import train
 
-    train(args.model_dir, args.data_dir, args.restore, parse_overrides(args.overrides),
-          overwrite=args.overwrite)
+    overrides = parse_overrides(args.overrides)
+    if args.no_tensorboard:
+        overrides["tensorboard"] = False
+    train(args.model_dir, args.data_dir, args.restore, overrides, overwrite=args.overwrite)
     return 0
 
 

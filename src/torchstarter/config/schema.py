@@ -86,6 +86,10 @@ COMMON_SCHEMA: dict[str, Field] = {
     "num_workers": Field(int, "DataLoader worker processes for tasks whose data is read "
                          "per example; built-in tasks keep data in memory and need none.",
                          default=0, min=0),
+    "tensorboard": Field(bool, "Write TensorBoard scalars (losses, metrics, learning rate, "
+                         "samples/s) to <model dir>/tensorboard/.", default=True),
+    "plots": Field(bool, "Redraw <model dir>/learning_curve.png after every epoch.",
+                   default=True),
     "save_summary_steps": Field(int, "Training steps between running-loss lines in train.log.",
                                 default=100, min=1),
 }

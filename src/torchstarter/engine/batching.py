@@ -80,14 +80,19 @@ def place(data: Any, device: torch.device) -> Any:
 
 
 def iterate_batches(data: BatchSource | Dataset, order: torch.Tensor, batch_size: int,
-                    device: torch.device, num_workers: int = 0) -> Iterator[tuple[Any, Any]]:
+                    device: torch.device, num_workers: int = 0, skip: int = 0
+                    ) -> Iterator[tuple[Any, Any]]:
+    """Batches in `order`; the first `skip` batches are passed over without being read."""
     if isinstance(data, BatchSource):
         group = getattr(data, "batch_indices", None)
-        for index in (group(order, batch_size) if group else torch.split(order, batch_size)):
+        indices = list(group(order, batch_size) if group else torch.split(order, batch_size))
+        for index in indices[skip:]:
             inputs, labels = data.get_batch(index)
             yield to_device(inputs, device), to_device(labels, device)  # no-op when there
         return
-    chunks = [c.tolist() for c in torch.split(order, batch_size)]
+    chunks = [c.tolist() for c in torch.split(order, batch_size)][skip:]
+    if not chunks:
+        return
     loader = DataLoader(data, batch_sampler=chunks, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     for inputs, labels in loader:

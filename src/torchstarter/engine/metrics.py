@@ -42,6 +42,16 @@ class MetricTotals:
         self.sums += torch.stack(rows)
         self.examples += examples
 
+    def state_dict(self) -> dict[str, Any]:
+        """The sums so far, so an epoch interrupted mid-way resumes with exact metrics."""
+        return {"sums": self.sums.cpu(), "examples": self.examples}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if tuple(state["sums"].shape) != tuple(self.sums.shape):
+            raise ValueError("metric totals from a task with other metrics")
+        self.sums = state["sums"].to(device=self.device, dtype=torch.float64)
+        self.examples = int(state["examples"])
+
     def running_loss(self) -> float:
         num, den = self.sums[0].tolist()
         return num / den if den else float("nan")

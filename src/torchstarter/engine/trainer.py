@@ -24,6 +24,7 @@ from torchstarter.engine.batching import (
     place,
 )
 from torchstarter.engine.early_stopping import EarlyStopping
+from torchstarter.engine.interrupt import GracefulStop, StopRequested
 from torchstarter.engine.metrics import MetricTotals
 from torchstarter.engine.optim import build_optimizer, build_scheduler
 from torchstarter.engine.rng import AUGMENT_STREAM, epoch_generator, get_rng_state, set_rng_state
@@ -41,6 +42,8 @@ class EpochResult:
     lr: float
     seconds: float
     improved: bool
+    train_seconds: float = float("nan")
+    train_examples: int = 0
 
     def as_row(self) -> dict[str, Any]:
         row: dict[str, Any] = {"epoch": self.epoch}
@@ -65,6 +68,9 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []
         self.use_bf16 = params.precision == "bf16"
+        # Where an interrupted epoch stopped: its step, metric sums and augmentation RNG.
+        self.partial_epoch: dict[str, Any] | None = None
+        self.stop = GracefulStop()  # the run installs its signal handlers on this
 
     # ---- state -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -79,6 +85,7 @@ class Trainer:
             "params": self.params.to_dict(),
             "task": self.task.name,
             "data_info": self.data_info,
+            "partial_epoch": self.partial_epoch,
         }
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
@@ -91,6 +98,7 @@ class Trainer:
         self.epoch = state["epoch"]
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.history = list(state["history"])
+        self.partial_epoch = state.get("partial_epoch")
         set_rng_state(state["rng"])
 
     # ---- passes ------------------------------------------------------------------------
@@ -112,12 +120,18 @@ class Trainer:
         order = epoch_order(len(data), p.seed, epoch, shuffle=True).to(_index_device(data))
         augment_gen = epoch_generator(p.seed, epoch, AUGMENT_STREAM, self.device)
         totals = MetricTotals(self.task.metrics, self.device)
-        bar = tqdm(total=len(data), desc=f"epoch {epoch}/{p.num_epochs}", unit="samples",
-                   leave=False, disable=None, dynamic_ncols=True)
+        done = 0  # steps of this epoch already taken before an interruption
+        if self.partial_epoch is not None and self.partial_epoch["epoch"] == epoch:
+            done = self.partial_epoch["step"]
+            totals.load_state_dict(self.partial_epoch["totals"])
+            augment_gen.set_state(self.partial_epoch["augment_rng"])
+        self.partial_epoch = None
+        bar = tqdm(total=len(data), initial=totals.examples, desc=f"epoch {epoch}/{p.num_epochs}",
+                   unit="samples", leave=False, disable=None, dynamic_ncols=True)
         last_shown = time.monotonic()
         check_every_step = self.device.type == "cpu"
-        batches = iterate_batches(data, order, p.batch_size, self.device, p.num_workers)
-        for step, (inputs, labels) in enumerate(batches, start=1):
+        batches = iterate_batches(data, order, p.batch_size, self.device, p.num_workers, done)
+        for step, (inputs, labels) in enumerate(batches, start=done + 1):
             if self.task.augment is not None:
                 inputs = self.task.augment(p, inputs, augment_gen)
             inputs = self._prepare(inputs)
@@ -145,6 +159,12 @@ class Trainer:
             if not bar.disable and time.monotonic() - last_shown > 0.5:
                 bar.set_postfix(loss=f"{totals.running_loss():.4f}", refresh=False)
                 last_shown = time.monotonic()
+            if self.stop:
+                bar.close()
+                self.partial_epoch = {"epoch": epoch, "step": step,
+                                      "totals": totals.state_dict(),
+                                      "augment_rng": augment_gen.get_state()}
+                raise StopRequested(self.stop.signum, f"at epoch {epoch}, step {step}")
         bar.close()
         return totals.compute()
 
@@ -177,17 +197,21 @@ class Trainer:
             started = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train_metrics = self.train_epoch(train_data, epoch)
+            train_seconds = time.perf_counter() - started
             val_metrics = self.evaluate(val_data)
             value = val_metrics[p.metric]
             self._step_scheduler(value)
             self.epoch = epoch
             improved = self.early_stopping.update(value, epoch)
             result = EpochResult(epoch, train_metrics, val_metrics, lr,
-                                 time.perf_counter() - started, improved)
+                                 time.perf_counter() - started, improved, train_seconds,
+                                 len(train_data))
             self.history.append(result.as_row())
             if on_epoch_end is not None:
                 on_epoch_end(result)
             results.append(result)
+            if self.stop and self.epoch < p.num_epochs and not self.early_stopping.should_stop:
+                raise StopRequested(self.stop.signum, f"after epoch {epoch}")
         return results
 
     def _step_scheduler(self, value: float) -> None:
