@@ -48,3 +48,5 @@ def test_a_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint
     assert "loss is nan at epoch 2, step 3" in result.stderr
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
     assert not (tmp_path / LOCK).exists()
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["status"] == "failed" and "loss is nan" in record["error"]

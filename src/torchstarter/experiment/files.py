@@ -22,9 +22,13 @@ CHECKPOINTS = {"last": "last.pt", "best": "best.pt"}
 VAL_BEST = "metrics_val_best_weights.json"
 VAL_LAST = "metrics_val_last_weights.json"
 ARCHIVE = "previous_runs"
+RUN_RECORD = "run.json"
+TENSORBOARD = "tensorboard"
+LEARNING_CURVE = "learning_curve.png"
 
 # Everything a training run writes; a fresh run refuses to start over these.
-RUN_OUTPUTS = (LOG, HISTORY, RESOLVED_PARAMS, VAL_BEST, VAL_LAST, *CHECKPOINTS.values())
+RUN_OUTPUTS = (LOG, HISTORY, RESOLVED_PARAMS, VAL_BEST, VAL_LAST, *CHECKPOINTS.values(),
+               RUN_RECORD, TENSORBOARD, LEARNING_CURVE)
 
 
 def metrics_file(split: str, restore: str) -> str:

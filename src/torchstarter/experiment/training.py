@@ -12,12 +12,15 @@ import torch
 
 from torchstarter.config import Params
 from torchstarter.engine.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from torchstarter.engine.interrupt import GracefulStop, StopRequested
 from torchstarter.engine.optim import RESUME_FIXED_KEYS, extend_schedule
 from torchstarter.engine.rng import seed_everything
 from torchstarter.engine.trainer import EpochResult, Trainer
 from torchstarter.errors import UserError
 from torchstarter.experiment import files
 from torchstarter.experiment.lock import run_lock
+from torchstarter.experiment.run_record import RunRecord
+from torchstarter.experiment.tracking import EpochTrackers
 from torchstarter.tasks import Task
 from torchstarter.tasks.registry import load_experiment
 from torchstarter.utils.atomic import write_json
@@ -67,14 +70,15 @@ def train(model_dir: Path, data_dir: Path, restore: str | None = None,
     """Train the experiment in model_dir; return the trainer at the end of the run."""
     model_dir = Path(model_dir)
     task, params = load_experiment(model_dir / files.PARAMS, overrides)
-    with run_lock(model_dir):
+    with run_lock(model_dir), GracefulStop() as stop:
         files.remove_stale_temp_files(model_dir)  # only a dead run can have left them
         return _train(model_dir, data_dir, task, params, restore, overwrite, stop_after_epoch,
-                      console)
+                      console, stop)
 
 
 def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore: str | None,
-           overwrite: bool, stop_after_epoch: int | None, console: bool) -> Trainer:
+           overwrite: bool, stop_after_epoch: int | None, console: bool, stop: GracefulStop
+           ) -> Trainer:
     previous = files.existing_outputs(model_dir)
     if restore is None and previous and not overwrite:
         raise UserError(f"{model_dir}: already holds a run ({', '.join(previous[:3])}); pass "
@@ -83,7 +87,7 @@ def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore:
     state = None
     if restore is not None:
         state = load_checkpoint(files.checkpoint_path(model_dir, restore))
-        _check_resumable(state["params"], params, files.checkpoint_path(model_dir, restore))
+        _check_resumable(state, params, files.checkpoint_path(model_dir, restore))
     device = setup_torch(params)
     if not Path(data_dir).is_dir():
         raise UserError(f"{data_dir}: data folder not found; check --data-dir")
@@ -93,9 +97,33 @@ def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore:
                         f"one the checkpoint was trained with; restore with the same data dir")
     data = load_splits(task, params, data_dir, ("train", "val"), data_info)
     archived = files.archive_outputs(model_dir) if restore is None and previous else None
+    record = RunRecord(model_dir, device, params.seed, restore)
+    try:
+        trainer = _run(model_dir, data_dir, task, params, device, data_info, data, state,
+                       restore, archived, console, stop_after_epoch, stop)
+    except StopRequested as exc:
+        record.end("interrupted", str(exc))
+        raise
+    except KeyboardInterrupt:
+        record.end("interrupted", "KeyboardInterrupt")
+        raise
+    except BaseException as exc:
+        record.end("failed", str(exc) if isinstance(exc, UserError)
+                   else f"{type(exc).__name__}: {exc}")
+        raise
+    complete = trainer.epoch >= params.num_epochs or trainer.early_stopping.should_stop
+    record.end("finished" if complete else "interrupted",
+               None if complete else f"paused after epoch {trainer.epoch}")
+    return trainer
 
+
+def _run(model_dir: Path, data_dir: Path, task: Task, params: Params, device: torch.device,
+         data_info: dict[str, Any] | None, data: dict[str, Any], state: dict[str, Any] | None,
+         restore: str | None, archived: Path | None, console: bool,
+         stop_after_epoch: int | None, stop: GracefulStop) -> Trainer:
     with files.run_logging(model_dir / files.LOG, console) as logger:
         trainer = Trainer(task, params, device, data_info)
+        trainer.stop = stop
         if state is not None:
             check_compatible(trainer.model, state["model"], files.checkpoint_path(model_dir,
                                                                                    restore))
@@ -103,8 +131,11 @@ def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore:
             extend_schedule(trainer.scheduler, params.num_epochs)
             write_metrics_files(model_dir, trainer)
             _log_param_changes(state["params"], params)
-            logger.info("==== resumed from %s after epoch %d (best %s %s) ====", restore,
-                        trainer.epoch, params.metric, trainer.early_stopping.best)
+            partial = trainer.partial_epoch
+            logger.info("==== resumed from %s after epoch %d%s (best %s %s) ====", restore,
+                        trainer.epoch, f", mid-epoch {partial['epoch']} at step "
+                        f"{partial['step']}" if partial else "", params.metric,
+                        trainer.early_stopping.best)
         else:
             logger.info("==== new run: task %s, %s ====", task.name, time.strftime("%c"))
             if archived is not None:
@@ -120,14 +151,26 @@ def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore:
                         else "", params.num_epochs + 10)
             return trainer
 
+        trackers = EpochTrackers(model_dir, params, trainer.epoch)
+
         def on_epoch_end(result: EpochResult) -> None:
             _save_epoch(model_dir, trainer, result)
             logger.info("epoch %d/%d  train: %s | val: %s | lr %.2e | %.1fs%s", result.epoch,
                         params.num_epochs, format_metrics(result.train),
                         format_metrics(result.val), result.lr, result.seconds,
                         "  *best" if result.improved else "")
+            trackers.epoch_end(result, trainer.history)
 
-        trainer.fit(data["train"], data["val"], on_epoch_end, stop_after_epoch)
+        try:
+            trainer.fit(data["train"], data["val"], on_epoch_end, stop_after_epoch)
+        except StopRequested as exc:
+            if trainer.partial_epoch is not None:  # mid-epoch: save where it stopped
+                save_checkpoint(trainer.state_dict(), model_dir / files.CHECKPOINTS["last"])
+            logger.info("%s; last.pt holds the state to resume from: rerun with "
+                        "--restore last", exc)
+            raise
+        finally:
+            trackers.close()
         es = trainer.early_stopping
         if es.should_stop:
             logger.info("early stopping: no better val %s for %d epochs", params.metric,
@@ -167,9 +210,11 @@ def write_metrics_files(model_dir: Path, trainer: Trainer) -> None:
     write_json(model_dir / files.HISTORY, history)
 
 
-def _check_resumable(old: Mapping[str, Any], new: Params, path: Path) -> None:
-    changed = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in RESUME_FIXED_KEYS
-               if old.get(k) != new[k]]
+def _check_resumable(state: Mapping[str, Any], new: Params, path: Path) -> None:
+    old = state["params"]
+    # A checkpoint taken mid-epoch resumes at a batch position, which needs the same batches.
+    fixed = RESUME_FIXED_KEYS + (("batch_size", "seed") if state.get("partial_epoch") else ())
+    changed = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in fixed if old.get(k) != new[k]]
     if changed:
         raise UserError(f"{path}: --restore continues a run with its optimizer and schedule, "
                         f"but params changed {'; '.join(changed)}; set them back, or start a "

@@ -1,0 +1,73 @@
+"""What a run shows while it trains: TensorBoard scalars and the learning-curve plot.
+
+Both are refreshed after every epoch from the same EpochResult that goes into
+history.json. Neither may cost a run its results: a failure is logged once and the
+tracker turns itself off.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from torchstarter.config import Params
+from torchstarter.engine.trainer import EpochResult
+from torchstarter.experiment.files import LEARNING_CURVE, TENSORBOARD
+
+log = logging.getLogger("torchstarter")
+
+
+
+class EpochTrackers:
+    def __init__(self, model_dir: Path, params: Params, epochs_done: int):
+        self.model_dir = Path(model_dir)
+        self.params = params
+        self.writer: Any = None
+        if params.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                log.warning("TensorBoard logging is off: %s (pip install tensorboard)", exc)
+            else:
+                # purge_step hides events an interrupted earlier attempt logged past the
+                # checkpoint we resume from, so curves never show an epoch twice.
+                self.writer = SummaryWriter(log_dir=str(self.model_dir / TENSORBOARD),
+                                            purge_step=epochs_done + 1)
+        self.plots = params.plots
+
+    def epoch_end(self, result: EpochResult, history: list[dict[str, Any]]) -> None:
+        if self.writer is not None:
+            try:
+                self._scalars(result)
+            except Exception as exc:  # noqa: BLE001 - logging must never end a run
+                log.warning("TensorBoard logging is off after an error: %s", exc)
+                self.writer = None
+        if self.plots:
+            try:
+                from torchstarter.report.plots import learning_curve
+
+                learning_curve(history, self.params.metric, self.model_dir / LEARNING_CURVE,
+                               title=self.model_dir.name)
+            except Exception as exc:  # noqa: BLE001 - a plot must never end a run
+                log.warning("learning-curve plot is off after an error: %s", exc)
+                self.plots = False
+
+    def _scalars(self, result: EpochResult) -> None:
+        step = result.epoch
+        for split, metrics in (("train", result.train), ("val", result.val)):
+            for name, value in metrics.items():
+                self.writer.add_scalar(f"{name}/{split}", value, step)
+        self.writer.add_scalar("lr", result.lr, step)
+        if result.train_examples and result.train_seconds > 0 and \
+                not math.isnan(result.train_seconds):
+            self.writer.add_scalar("samples_per_s/train",
+                                   result.train_examples / result.train_seconds, step)
+        self.writer.add_scalar("seconds/epoch", result.seconds, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
