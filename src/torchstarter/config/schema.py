@@ -76,8 +76,14 @@ COMMON_SCHEMA: dict[str, Field] = {
                          choices=("max", "min"), nullable=True),
     "device": Field(str, "Where to train: auto picks cuda when available.", default="auto",
                     choices=("auto", "cpu", "cuda")),
-    "precision": Field(str, "fp32, or bf16 autocast (CPUs with bf16 support, recent GPUs).",
-                       default="fp32", choices=("fp32", "bf16")),
+    "precision": Field(str, "fp32; bf16 autocast (CPUs with bf16 support, Ampere or newer "
+                       "GPUs); fp16 autocast with loss scaling (GPUs).", default="fp32",
+                       choices=("fp32", "bf16", "fp16")),
+    "compile": Field(str, "torch.compile the training forward: 'default', or "
+                     "'reduce-overhead' (CUDA graphs, for small static-shape steps on a GPU), "
+                     "or 'max-autotune'; pays off only when the run is much longer than the "
+                     "compile time.", default="none",
+                     choices=("none", "default", "reduce-overhead", "max-autotune")),
     "channels_last": Field(bool, "Keep 4-d image batches and the model in channels_last "
                            "memory format (1.5x faster SIGNS training on AVX-512 CPUs); "
                            "no effect on other inputs.", default=True),

@@ -79,18 +79,29 @@ def place(data: Any, device: torch.device) -> Any:
     return data.to(device) if isinstance(data, BatchSource) and hasattr(data, "to") else data
 
 
+def batch_groups(data: Any, order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """The epoch's order cut into batches of indices (by the data's own rule if it has one)."""
+    group = getattr(data, "batch_indices", None)
+    if isinstance(data, BatchSource) and group is not None:
+        return list(group(order, batch_size))
+    return list(torch.split(order, batch_size))
+
+
 def iterate_batches(data: BatchSource | Dataset, order: torch.Tensor, batch_size: int,
-                    device: torch.device, num_workers: int = 0, skip: int = 0
-                    ) -> Iterator[tuple[Any, Any]]:
-    """Batches in `order`; the first `skip` batches are passed over without being read."""
+                    device: torch.device, num_workers: int = 0) -> Iterator[tuple[Any, Any]]:
+    return iterate_groups(data, batch_groups(data, order, batch_size), device, num_workers)
+
+
+def iterate_groups(data: BatchSource | Dataset, groups: list[torch.Tensor],
+                   device: torch.device, num_workers: int = 0, skip: int = 0
+                   ) -> Iterator[tuple[Any, Any]]:
+    """One batch per group of indices; the first `skip` groups are passed over unread."""
     if isinstance(data, BatchSource):
-        group = getattr(data, "batch_indices", None)
-        indices = list(group(order, batch_size) if group else torch.split(order, batch_size))
-        for index in indices[skip:]:
+        for index in groups[skip:]:
             inputs, labels = data.get_batch(index)
             yield to_device(inputs, device), to_device(labels, device)  # no-op when there
         return
-    chunks = [c.tolist() for c in torch.split(order, batch_size)][skip:]
+    chunks = [g.tolist() for g in groups[skip:]]
     if not chunks:
         return
     loader = DataLoader(data, batch_sampler=chunks, num_workers=num_workers,

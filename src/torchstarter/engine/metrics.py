@@ -25,9 +25,11 @@ def _as_tensor(x: Any, device: torch.device) -> torch.Tensor:
 class MetricTotals:
     """Running sums for the loss and each metric over one pass of a split."""
 
-    def __init__(self, metric_fns: Mapping[str, MetricFn], device: torch.device):
+    def __init__(self, metric_fns: Mapping[str, MetricFn], device: torch.device,
+                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.metric_fns = dict(metric_fns)
         self.device = device
+        self.reduce = reduce  # adds the sums of every process (distributed runs)
         # Row 0 is the loss; one row per metric after it. Columns: numerator, denominator.
         self.sums = torch.zeros(1 + len(self.metric_fns), 2, dtype=torch.float64, device=device)
         self.examples = 0
@@ -52,12 +54,19 @@ class MetricTotals:
         self.sums = state["sums"].to(device=self.device, dtype=torch.float64)
         self.examples = int(state["examples"])
 
+    def reduced_state(self) -> dict[str, Any]:
+        """state_dict() with the sums of every process added up (one checkpoint for all)."""
+        return {"sums": self._reduced().cpu(), "examples": self.examples}
+
+    def _reduced(self) -> torch.Tensor:
+        return self.reduce(self.sums.clone()) if self.reduce is not None else self.sums
+
     def running_loss(self) -> float:
         num, den = self.sums[0].tolist()
         return num / den if den else float("nan")
 
     def compute(self) -> dict[str, float]:
-        sums = self.sums.tolist()
+        sums = self._reduced().tolist()
         names = ["loss", *self.metric_fns]
         return {name: (num / den if den else float("nan"))
                 for name, (num, den) in zip(names, sums, strict=True)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ from tqdm import tqdm
 
 from torchstarter.config import Params
 from torchstarter.engine.batching import (
+    batch_groups,
     batch_size_of,
     epoch_order,
-    iterate_batches,
+    iterate_groups,
     place,
 )
+from torchstarter.engine.distributed import SINGLE, Distributed
 from torchstarter.engine.early_stopping import EarlyStopping
 from torchstarter.engine.interrupt import GracefulStop, StopRequested
 from torchstarter.engine.metrics import MetricTotals
@@ -55,19 +58,23 @@ class EpochResult:
 
 class Trainer:
     def __init__(self, task: Task, params: Params, device: torch.device,
-                 data_info: dict[str, Any] | None = None):
+                 data_info: dict[str, Any] | None = None, dist: Distributed = SINGLE):
         self.task, self.params, self.device = task, params, device
         self.data_info = data_info
-        self.model = task.make_model(params, data_info).to(device)
+        self.dist = dist
+        self.model = task.make_model(params, data_info).to(device)  # weights, eval, saving
         self.channels_last = params.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_model = self._training_forward(self.model)
         self.optimizer = build_optimizer(params, self.model)
         self.scheduler = build_scheduler(params, self.optimizer, params.metric_mode)
         self.early_stopping = EarlyStopping(params.metric_mode, params.early_stopping_patience)
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []
-        self.use_bf16 = params.precision == "bf16"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(params.precision)
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler(device.type) if params.precision == "fp16" else None
         # Where an interrupted epoch stopped: its step, metric sums and augmentation RNG.
         self.partial_epoch: dict[str, Any] | None = None
         self.stop = GracefulStop()  # the run installs its signal handlers on this
@@ -86,6 +93,7 @@ class Trainer:
             "task": self.task.name,
             "data_info": self.data_info,
             "partial_epoch": self.partial_epoch,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
         }
 
     def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
@@ -99,13 +107,27 @@ class Trainer:
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.history = list(state["history"])
         self.partial_epoch = state.get("partial_epoch")
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
+
+    def _training_forward(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module the train step calls: DDP-wrapped across processes, maybe compiled."""
+        if self.dist.enabled:
+            if self.device.type == "cuda":  # one batch statistic over all processes
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if self.params.compile != "none":
+            model = torch.compile(model, mode=None if self.params.compile == "default"
+                                  else self.params.compile)
+        return model
 
     # ---- passes ------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if not self.use_bf16:
+        if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _prepare(self, inputs: Any) -> Any:
         if self.channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
@@ -114,68 +136,118 @@ class Trainer:
 
     def train_epoch(self, data: Any, epoch: int) -> dict[str, float]:
         """One pass over `data` in the order fixed by (seed, epoch); exact epoch metrics."""
-        p = self.params
+        p, dist = self.params, self.dist
         data = place(data, self.device)
-        self.model.train()
+        self.train_model.train()
         order = epoch_order(len(data), p.seed, epoch, shuffle=True).to(_index_device(data))
-        augment_gen = epoch_generator(p.seed, epoch, AUGMENT_STREAM, self.device)
-        totals = MetricTotals(self.task.metrics, self.device)
-        done = 0  # steps of this epoch already taken before an interruption
-        if self.partial_epoch is not None and self.partial_epoch["epoch"] == epoch:
-            done = self.partial_epoch["step"]
-            totals.load_state_dict(self.partial_epoch["totals"])
-            augment_gen.set_state(self.partial_epoch["augment_rng"])
-        self.partial_epoch = None
+        augment_gen = epoch_generator(p.seed, epoch, AUGMENT_STREAM + 1000 * dist.rank,
+                                      self.device)
+        totals = MetricTotals(self.task.metrics, self.device, dist.all_reduce_sum)
+        done = self._resume_position(epoch, totals, augment_gen)
         bar = tqdm(total=len(data), initial=totals.examples, desc=f"epoch {epoch}/{p.num_epochs}",
-                   unit="samples", leave=False, disable=None, dynamic_ncols=True)
+                   unit="samples", leave=False, disable=None if dist.is_main else True,
+                   dynamic_ncols=True)
         last_shown = time.monotonic()
-        check_every_step = self.device.type == "cpu"
-        batches = iterate_batches(data, order, p.batch_size, self.device, p.num_workers, done)
+        groups = [dist.shard(g) for g in batch_groups(data, order, p.batch_size)]
+        batches = iterate_groups(data, [g for g, _ in groups], self.device, p.num_workers, done)
         for step, (inputs, labels) in enumerate(batches, start=done + 1):
+            placeholder = groups[step - 1][1]
             if self.task.augment is not None:
                 inputs = self.task.augment(p, inputs, augment_gen)
-            inputs = self._prepare(inputs)
             with self._autocast():
-                outputs = self.model(inputs)
+                outputs = self.train_model(self._prepare(inputs))
                 loss, count = self.task.loss(outputs, labels)
-            # On the CPU the check is free; on a GPU it waits, so it runs every summary step.
-            if (check_every_step or step % p.save_summary_steps == 0) and \
-                    not bool(torch.isfinite(loss.detach())):
+            # On the CPU the checks are free; on a GPU they wait, so they run every summary step.
+            check = self.device.type == "cpu" or step % p.save_summary_steps == 0
+            weighted, mean_loss, stop = self._share_step(loss, count, placeholder, check)
+            if check and not bool(torch.isfinite(mean_loss)):
                 raise UserError(
-                    f"loss is {float(loss.detach()):g} at epoch {epoch}, step {step}; stopped "
+                    f"loss is {float(mean_loss):g} at epoch {epoch}, step {step}; stopped "
                     f"before updating, so last.pt (end of epoch {epoch - 1}) is the last good "
                     f"checkpoint; lower learning_rate or set grad_clip_norm")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if p.grad_clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), p.grad_clip_norm)
-            with torch.no_grad():  # before the step: metrics of the weights that made outputs
-                totals.add(loss.detach(), count, outputs, labels, batch_size_of(labels))
-            self.optimizer.step()
-            bar.update(batch_size_of(labels))
+            self._backward(weighted)
+            if not placeholder:
+                with torch.no_grad():  # before the step: metrics of the weights that made them
+                    totals.add(loss.detach(), count, outputs, labels, batch_size_of(labels))
+            self._optimizer_step()
+            bar.update(0 if placeholder else batch_size_of(labels))
             if step % p.save_summary_steps == 0:
                 log.debug("epoch %d step %d: running loss %.4f", epoch, step,
                           totals.running_loss())
             if not bar.disable and time.monotonic() - last_shown > 0.5:
                 bar.set_postfix(loss=f"{totals.running_loss():.4f}", refresh=False)
                 last_shown = time.monotonic()
-            if self.stop:
+            if stop:
                 bar.close()
-                self.partial_epoch = {"epoch": epoch, "step": step,
-                                      "totals": totals.state_dict(),
-                                      "augment_rng": augment_gen.get_state()}
-                raise StopRequested(self.stop.signum, f"at epoch {epoch}, step {step}")
+                self._pause(epoch, step, totals, augment_gen)
         bar.close()
         return totals.compute()
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+        if self.params.grad_clip_norm is not None:
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.params.grad_clip_norm)
+
+    def _optimizer_step(self) -> None:
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+
+    def _share_step(self, loss: torch.Tensor, count: Any, placeholder: bool, check: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(loss to differentiate, mean loss of the global batch, stop requested anywhere).
+
+        One process: all three are as they are. Several: one all-reduce shares the loss
+        sum, the count and the stop flag, so every process checks the same numbers and
+        stops at the same step.
+        """
+        if not self.dist.enabled:
+            return loss, loss.detach(), bool(self.stop)
+        n = torch.as_tensor(count, dtype=torch.float64, device=self.device) * (not placeholder)
+        shared = torch.stack([loss.detach().double() * n, n, torch.tensor(
+            float(bool(self.stop)), dtype=torch.float64, device=self.device)])
+        self.dist.all_reduce_sum(shared)
+        # DDP averages gradients over processes; this weight makes that average the
+        # gradient of the global batch's mean loss.
+        weight = (n * self.dist.world_size / shared[1]).to(loss.dtype)
+        return loss * weight, shared[0] / shared[1], bool(check and shared[2] > 0)
+
+    def _resume_position(self, epoch: int, totals: MetricTotals,
+                         augment_gen: torch.Generator) -> int:
+        """Steps of this epoch already taken before an interruption (0 for a fresh epoch)."""
+        partial, self.partial_epoch = self.partial_epoch, None
+        if partial is None or partial["epoch"] != epoch:
+            return 0
+        if self.dist.is_main:  # the saved sums are already the sums over every process
+            totals.load_state_dict(partial["totals"])
+            augment_gen.set_state(partial["augment_rng"])
+        return partial["step"]
+
+    def _pause(self, epoch: int, step: int, totals: MetricTotals,
+               augment_gen: torch.Generator) -> None:
+        self.partial_epoch = {"epoch": epoch, "step": step, "totals": totals.reduced_state(),
+                              "augment_rng": augment_gen.get_state()}
+        raise StopRequested(self._signum(), f"at epoch {epoch}, step {step}")
+
+    def _signum(self) -> int:
+        """The signal this process got, or SIGTERM when only another process got one."""
+        return self.stop.signum if self.stop.signum is not None else signal.SIGTERM
 
     @torch.inference_mode()
     def evaluate(self, data: Any) -> dict[str, float]:
         data = place(data, self.device)
         self.model.eval()
-        totals = MetricTotals(self.task.metrics, self.device)
-        order = torch.arange(len(data), device=_index_device(data))
-        for inputs, labels in iterate_batches(data, order, self.params.batch_size, self.device,
-                                              self.params.num_workers):
+        totals = MetricTotals(self.task.metrics, self.device, self.dist.all_reduce_sum)
+        # Each process takes a contiguous part; the sums are added over processes at the end.
+        order = torch.tensor_split(torch.arange(len(data), device=_index_device(data)),
+                                   self.dist.world_size)[self.dist.rank]
+        groups = batch_groups(data, order, self.params.batch_size)
+        for inputs, labels in iterate_groups(data, groups, self.device, self.params.num_workers):
             with self._autocast():
                 outputs = self.model(self._prepare(inputs))
                 loss, count = self.task.loss(outputs, labels)
@@ -210,9 +282,16 @@ class Trainer:
             if on_epoch_end is not None:
                 on_epoch_end(result)
             results.append(result)
-            if self.stop and self.epoch < p.num_epochs and not self.early_stopping.should_stop:
-                raise StopRequested(self.stop.signum, f"after epoch {epoch}")
+            if self._stop_everywhere() and self.epoch < p.num_epochs and \
+                    not self.early_stopping.should_stop:
+                raise StopRequested(self._signum(), f"after epoch {epoch}")
         return results
+
+    def _stop_everywhere(self) -> bool:
+        if not self.dist.enabled:
+            return bool(self.stop)
+        flag = torch.tensor([float(bool(self.stop))], device=self.device)
+        return bool(self.dist.all_reduce_sum(flag) > 0)
 
     def _step_scheduler(self, value: float) -> None:
         if self.scheduler is None:

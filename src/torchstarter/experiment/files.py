@@ -71,12 +71,13 @@ def archive_outputs(model_dir: Path) -> Path:
     return dest
 
 
-def resolve_device(choice: str) -> torch.device:
+def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
+    """cuda:<local rank> under torchrun, so each process drives its own GPU."""
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise UserError("params: device is 'cuda' but no CUDA GPU is visible; set "
                             "device to 'auto' or 'cpu'")
-        return torch.device("cuda")
+        return torch.device("cuda", local_rank) if local_rank else torch.device("cuda")
     return torch.device("cpu")
 
 

@@ -50,15 +50,19 @@ def read_run_record(model_dir: Path) -> dict[str, Any] | None:
 
 
 class RunRecord:
-    def __init__(self, model_dir: Path, device: torch.device, seed: int,
+    def __init__(self, model_dir: Path | None, device: torch.device, seed: int,
                  restored_from: str | None):
-        self.path = Path(model_dir) / RUN_RECORD
+        """model_dir None: a process that must not write (not the first of a DDP run)."""
+        self.path = Path(model_dir) / RUN_RECORD if model_dir is not None else None
+        self.record: dict[str, Any] = {}
+        if model_dir is None:
+            return
         previous = read_run_record(model_dir) if restored_from else None
         attempts = list(previous.get("attempts", [])) if previous else []
         if previous:  # keep the story of earlier invocations of this run
             attempts.append({k: previous.get(k) for k in ("command", "started", "ended",
                                                              "status", "error")})
-        self.record: dict[str, Any] = {
+        self.record = {
             "status": "running",
             "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
             "cwd": str(Path.cwd()),
@@ -78,5 +82,7 @@ class RunRecord:
 
     def end(self, status: str, error: str | None = None) -> None:
         assert status in STATUSES
+        if self.path is None:
+            return
         self.record.update(status=status, ended=_now(), error=error)
         write_json(self.path, self.record)

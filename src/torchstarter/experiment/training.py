@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -12,6 +13,7 @@ import torch
 
 from torchstarter.config import Params
 from torchstarter.engine.checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from torchstarter.engine.distributed import SINGLE, Distributed, from_environment, shutdown
 from torchstarter.engine.interrupt import GracefulStop, StopRequested
 from torchstarter.engine.optim import RESUME_FIXED_KEYS, extend_schedule
 from torchstarter.engine.rng import seed_everything
@@ -28,11 +30,11 @@ from torchstarter.utils.atomic import write_json
 log = logging.getLogger("torchstarter")
 
 
-def setup_torch(params: Params) -> torch.device:
+def setup_torch(params: Params, dist: Distributed = SINGLE) -> torch.device:
     if params.num_threads is not None:
         torch.set_num_threads(params.num_threads)
     seed_everything(params.seed)
-    device = files.resolve_device(params.device)
+    device = files.resolve_device(params.device, dist.local_rank)
     if params.precision == "bf16" and not bf16_supported(device):
         log.warning("precision bf16: this %s has no native bf16 support, so autocast will be "
                     "emulated and slow; use fp32", device.type.upper())
@@ -70,16 +72,24 @@ def train(model_dir: Path, data_dir: Path, restore: str | None = None,
     """Train the experiment in model_dir; return the trainer at the end of the run."""
     model_dir = Path(model_dir)
     task, params = load_experiment(model_dir / files.PARAMS, overrides)
-    with run_lock(model_dir), GracefulStop() as stop:
-        files.remove_stale_temp_files(model_dir)  # only a dead run can have left them
-        return _train(model_dir, data_dir, task, params, restore, overwrite, stop_after_epoch,
-                      console, stop)
+    dist = from_environment()  # several processes when launched by torchrun
+    try:
+        # Only the first process writes to the model dir; the others only read it.
+        with run_lock(model_dir) if dist.is_main else contextlib.nullcontext(), \
+                GracefulStop() as stop:
+            if dist.is_main:
+                files.remove_stale_temp_files(model_dir)  # only a dead run can leave them
+            return _train(model_dir, data_dir, task, params, restore, overwrite,
+                          stop_after_epoch, console, stop, dist)
+    finally:
+        shutdown(dist)
 
 
 def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore: str | None,
-           overwrite: bool, stop_after_epoch: int | None, console: bool, stop: GracefulStop
-           ) -> Trainer:
-    previous = files.existing_outputs(model_dir)
+           overwrite: bool, stop_after_epoch: int | None, console: bool, stop: GracefulStop,
+           dist: Distributed) -> Trainer:
+    main = dist.is_main
+    previous = files.existing_outputs(model_dir) if main else []
     if restore is None and previous and not overwrite:
         raise UserError(f"{model_dir}: already holds a run ({', '.join(previous[:3])}); pass "
                         f"--restore last to continue it, or --overwrite to start over (the "
@@ -88,7 +98,7 @@ def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore:
     if restore is not None:
         state = load_checkpoint(files.checkpoint_path(model_dir, restore))
         _check_resumable(state, params, files.checkpoint_path(model_dir, restore))
-    device = setup_torch(params)
+    device = setup_torch(params, dist)
     if not Path(data_dir).is_dir():
         raise UserError(f"{data_dir}: data folder not found; check --data-dir")
     data_info = task.describe_data(params, Path(data_dir)) if task.describe_data else None
@@ -97,10 +107,10 @@ def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore:
                         f"one the checkpoint was trained with; restore with the same data dir")
     data = load_splits(task, params, data_dir, ("train", "val"), data_info)
     archived = files.archive_outputs(model_dir) if restore is None and previous else None
-    record = RunRecord(model_dir, device, params.seed, restore)
+    record = RunRecord(model_dir if main else None, device, params.seed, restore)
     try:
         trainer = _run(model_dir, data_dir, task, params, device, data_info, data, state,
-                       restore, archived, console, stop_after_epoch, stop)
+                       restore, archived, console, stop_after_epoch, stop, dist)
     except StopRequested as exc:
         record.end("interrupted", str(exc))
         raise
@@ -120,16 +130,18 @@ def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore:
 def _run(model_dir: Path, data_dir: Path, task: Task, params: Params, device: torch.device,
          data_info: dict[str, Any] | None, data: dict[str, Any], state: dict[str, Any] | None,
          restore: str | None, archived: Path | None, console: bool,
-         stop_after_epoch: int | None, stop: GracefulStop) -> Trainer:
-    with files.run_logging(model_dir / files.LOG, console) as logger:
-        trainer = Trainer(task, params, device, data_info)
+         stop_after_epoch: int | None, stop: GracefulStop, dist: Distributed) -> Trainer:
+    main = dist.is_main
+    with files.run_logging(model_dir / files.LOG if main else None, console and main) as logger:
+        trainer = Trainer(task, params, device, data_info, dist)
         trainer.stop = stop
         if state is not None:
             check_compatible(trainer.model, state["model"], files.checkpoint_path(model_dir,
                                                                                    restore))
             trainer.load_state_dict(state)
             extend_schedule(trainer.scheduler, params.num_epochs)
-            write_metrics_files(model_dir, trainer)
+            if main:
+                write_metrics_files(model_dir, trainer)
             _log_param_changes(state["params"], params)
             partial = trainer.partial_epoch
             logger.info("==== resumed from %s after epoch %d%s (best %s %s) ====", restore,
@@ -140,10 +152,12 @@ def _run(model_dir: Path, data_dir: Path, task: Task, params: Params, device: to
             logger.info("==== new run: task %s, %s ====", task.name, time.strftime("%c"))
             if archived is not None:
                 logger.info("previous run's files moved to %s", archived)
-        logger.info("data: %s; train %d, val %d examples; device %s, %d threads",
+        logger.info("data: %s; train %d, val %d examples; device %s, %d threads%s",
                     data_dir, len(data["train"]), len(data["val"]), device,
-                    torch.get_num_threads())
-        write_json(model_dir / files.RESOLVED_PARAMS, params.to_dict())
+                    torch.get_num_threads(), f"; {dist.world_size} processes (DDP), global "
+                    f"batch {params.batch_size}" if dist.enabled else "")
+        if main:
+            write_json(model_dir / files.RESOLVED_PARAMS, params.to_dict())
         if trainer.epoch >= params.num_epochs or trainer.early_stopping.should_stop:
             logger.info("nothing to do: %d of %d epochs done%s; raise num_epochs (e.g. --set "
                         "num_epochs=%d) to train further", trainer.epoch, params.num_epochs,
@@ -151,9 +165,11 @@ def _run(model_dir: Path, data_dir: Path, task: Task, params: Params, device: to
                         else "", params.num_epochs + 10)
             return trainer
 
-        trackers = EpochTrackers(model_dir, params, trainer.epoch)
+        trackers = EpochTrackers(model_dir, params, trainer.epoch) if main else None
 
         def on_epoch_end(result: EpochResult) -> None:
+            if not main:
+                return
             _save_epoch(model_dir, trainer, result)
             logger.info("epoch %d/%d  train: %s | val: %s | lr %.2e | %.1fs%s", result.epoch,
                         params.num_epochs, format_metrics(result.train),
@@ -164,13 +180,14 @@ def _run(model_dir: Path, data_dir: Path, task: Task, params: Params, device: to
         try:
             trainer.fit(data["train"], data["val"], on_epoch_end, stop_after_epoch)
         except StopRequested as exc:
-            if trainer.partial_epoch is not None:  # mid-epoch: save where it stopped
+            if main and trainer.partial_epoch is not None:  # mid-epoch: save where it stopped
                 save_checkpoint(trainer.state_dict(), model_dir / files.CHECKPOINTS["last"])
             logger.info("%s; last.pt holds the state to resume from: rerun with "
                         "--restore last", exc)
             raise
         finally:
-            trackers.close()
+            if trackers is not None:
+                trackers.close()
         es = trainer.early_stopping
         if es.should_stop:
             logger.info("early stopping: no better val %s for %d epochs", params.metric,
