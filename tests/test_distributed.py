@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import torch
-
 from test_cli_end_to_end import cli
+
 from torchstarter.engine.checkpoint import load_checkpoint
 
 # No batch norm and no dropout: both legitimately differ between 1 and 2 processes.

@@ -38,6 +38,9 @@ def setup_torch(params: Params, dist: Distributed = SINGLE) -> torch.device:
     if params.precision == "bf16" and not bf16_supported(device):
         log.warning("precision bf16: this %s has no native bf16 support, so autocast will be "
                     "emulated and slow; use fp32", device.type.upper())
+    if params.precision == "fp16" and device.type == "cpu":
+        log.warning("precision fp16 on the CPU is emulated and several times slower than "
+                    "fp32; use bf16 or fp32 there, fp16 on GPUs")
     return device
 
 
