@@ -49,7 +49,7 @@ class EpochTrackers:
                 from torchstarter.report.plots import learning_curve
 
                 learning_curve(history, self.params.metric, self.model_dir / LEARNING_CURVE,
-                               title=self.model_dir.name)
+                               title=self.model_dir.name, mode=self.params.metric_mode)
             except Exception as exc:  # noqa: BLE001 - a plot must never end a run
                 log.warning("learning-curve plot is off after an error: %s", exc)
                 self.plots = False
