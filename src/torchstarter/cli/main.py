@@ -138,8 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in PLUGGED_COMMANDS:
             return PLUGGED_COMMANDS[args.command].run(args)
         return COMMANDS[args.command](args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except UserError as exc:  # one line, even when a file name holds a line break
+        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+        print(f"error: {message}", file=sys.stderr)
         return exc.exit_code
     except StopRequested as exc:
         print(f"interrupted: {exc}; rerun with --restore last to continue", file=sys.stderr)

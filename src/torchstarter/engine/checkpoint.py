@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,21 +30,55 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found; train first, or pick another "
                         f"--restore (last, best or a file path)")
+    damage = archive_damage(path)
+    if damage is not None:
+        raise UserError(f"{path}: not a readable checkpoint ({damage}); it may be truncated, "
+                        f"damaged or from another program: restore from another file "
+                        f"(--restore best or last)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise UserError(f"{path}: refused to load: the file holds more than weights "
-                        f"({first[:120]}); only load checkpoints you trust with torch.load "
-                        f"yourself") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a readable checkpoint ({reason[:160]}); it may be "
-                        f"truncated or from another program: restore from another file") from None
+        code = _UNSAFE_GLOBAL.search(str(exc))
+        what = f"code ({code.group(1)})" if code else "more than plain weights"
+        raise UserError(f"{path}: refused to load: the file holds {what}; only load "
+                        f"checkpoints you trust with torch.load yourself") from None
+    except Exception as exc:  # torch.load reports a malformed file in many ways, all the same to us
+        raise UserError(f"{path}: not a readable checkpoint ({_first_line(exc)}); restore "
+                        f"from another file") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path}: not a torchstarter checkpoint; pass a file written by "
                         f"torchstarter train")
     return state
+
+
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")  # how torch names the callable it refused
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    return text.splitlines()[0].split(". ")[0][:160]
+
+
+def archive_damage(path: Path) -> str | None:
+    """Why `path` is not a complete, intact zip archive (torch's format), or None.
+
+    torch.load does not verify the checksums the archive carries, so a flipped bit in
+    the weights would load silently; a truncated file fails with an internal message.
+    """
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile:
+        return "not a complete zip archive"
+    except Exception as exc:  # a damaged header can fail in zlib, struct or zipfile itself
+        return f"damaged archive: {_first_line(exc)}"
+    if bad is not None:
+        return f"{bad} fails its checksum"
+    return None
 
 
 def check_compatible(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: Path) -> None:

@@ -164,7 +164,8 @@ class Trainer:
                 raise UserError(
                     f"loss is {float(mean_loss):g} at epoch {epoch}, step {step}; stopped "
                     f"before updating, so last.pt (end of epoch {epoch - 1}) is the last good "
-                    f"checkpoint; lower learning_rate or set grad_clip_norm")
+                    f"checkpoint; lower learning_rate, set grad_clip_norm, or look for NaN "
+                    f"or infinite values in the data")
             self.optimizer.zero_grad(set_to_none=True)
             self._backward(weighted)
             if not placeholder:

@@ -81,6 +81,14 @@ def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A log line lost to a full disk must not print logging's own traceback: the write
+    that matters (a checkpoint) fails with a clear error of its own."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 class _TqdmHandler(logging.Handler):
     """Console lines that do not break an active progress bar."""
 
@@ -100,7 +108,7 @@ def run_logging(log_file: Path | None, console: bool = True) -> Iterator[logging
         handler.setFormatter(logging.Formatter("%(message)s"))
         handlers.append(handler)
     if log_file is not None:
-        handler = logging.FileHandler(log_file, mode="a", encoding="utf-8")
+        handler = _QuietFileHandler(log_file, mode="a", encoding="utf-8")
         handler.setLevel(logging.DEBUG)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         handlers.append(handler)

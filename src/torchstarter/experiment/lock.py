@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from torchstarter.errors import UserError
+from torchstarter.utils.atomic import disk_errors_as_user_errors
 
 LOCK = ".train.lock"
 
@@ -26,6 +27,15 @@ def _alive(pid: int) -> bool:
 def run_lock(model_dir: Path) -> Iterator[None]:
     """Hold model_dir/.train.lock for the run; a lock left by a dead process is taken over."""
     path = Path(model_dir) / LOCK
+    with disk_errors_as_user_errors(path):  # a run's first write: shows an unwritable dir
+        _take(path, model_dir)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _take(path: Path, model_dir: Path) -> None:
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -39,12 +49,11 @@ def run_lock(model_dir: Path) -> Iterator[None]:
                                 f"wait for it or stop it, then try again") from None
             path.unlink(missing_ok=True)  # stale: its process is gone
             continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
-        break
-    else:
-        raise UserError(f"{path}: could not take the lock; remove the file if no run is active")
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+        except BaseException:
+            path.unlink(missing_ok=True)  # an empty lock would read as stale anyway
+            raise
+        return
+    raise UserError(f"{path}: could not take the lock; remove the file if no run is active")

@@ -114,15 +114,20 @@ def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore:
     try:
         trainer = _run(model_dir, data_dir, task, params, device, data_info, data, state,
                        restore, archived, console, stop_after_epoch, stop, dist)
+    # When the disk is full, run.json cannot be written either: the first error is the one
+    # the user needs to see, so a failing record write never replaces it.
     except StopRequested as exc:
-        record.end("interrupted", str(exc))
+        with contextlib.suppress(OSError):
+            record.end("interrupted", str(exc))
         raise
     except KeyboardInterrupt:
-        record.end("interrupted", "KeyboardInterrupt")
+        with contextlib.suppress(OSError):
+            record.end("interrupted", "KeyboardInterrupt")
         raise
     except BaseException as exc:
-        record.end("failed", str(exc) if isinstance(exc, UserError)
-                   else f"{type(exc).__name__}: {exc}")
+        with contextlib.suppress(OSError):
+            record.end("failed", str(exc) if isinstance(exc, UserError)
+                       else f"{type(exc).__name__}: {exc}")
         raise
     complete = trainer.epoch >= params.num_epochs or trainer.early_stopping.should_stop
     record.end("finished" if complete else "interrupted",

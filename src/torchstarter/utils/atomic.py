@@ -1,8 +1,14 @@
-"""Write files so that a crash leaves either the old file or the new one, never half of one."""
+"""Write files so that a crash leaves either the old file or the new one, never half of one.
+
+A write the user can fix (full disk, quota, no permission, read-only disk) ends as a
+WriteError naming the file; any other OSError stays what it was, since it is not the
+user's to fix.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -11,8 +17,80 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from torchstarter.errors import UserError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+_DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+_NOT_ALLOWED = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                errno.EROFS: "read-only file system"}
+
+
+class WriteError(UserError, OSError):
+    """A write refused by the disk. Still an OSError, so handlers written for those keep
+    working; a UserError, so the CLI prints one line and exits 2."""
+
+
+def _within(filename: Any, folder: Path) -> bool:
+    if filename is None:
+        return True  # a write on an open file: its name is the caller's target
+    try:
+        return Path(os.fsdecode(filename)).resolve().is_relative_to(folder.resolve())
+    except (TypeError, ValueError, OSError):
+        return False
+
+
+def user_fixable_os_error(exc: BaseException, folder: Path) -> OSError | None:
+    """The full-disk or permission error behind `exc` that concerns a file in `folder`.
+
+    Looks through chained exceptions: torch.save reports a failed write as a RuntimeError
+    whose context is the OSError.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and \
+                (current.errno in _DISK_FULL or current.errno in _NOT_ALLOWED) and \
+                _within(current.filename, folder):
+            return current
+        current = current.__cause__ or (None if current.__suppress_context__
+                                        else current.__context__)
+    return None
+
+
+def write_error_message(path: Path, error: OSError) -> str:
+    """One line: which file, why the disk refused it, and what to do."""
+    path = Path(path)
+    if error.errno in _DISK_FULL:
+        return (f"{path}: cannot write it: {_DISK_FULL[error.errno]}; nothing earlier was "
+                f"replaced: free some space, then run the command again (train: with "
+                f"--restore last)")
+    if error.errno == errno.EROFS:
+        return f"{path}: cannot write it: read-only file system; use a folder on a writable disk"
+    return (f"{path}: cannot write it: {_NOT_ALLOWED[error.errno]}; make {path.parent} "
+            f"writable (chmod u+w) or use another folder")
+
+
+@contextlib.contextmanager
+def disk_errors_as_user_errors(path: Path) -> Iterator[None]:
+    """Turn a full-disk or permission failure while writing `path` into a WriteError.
+
+    Only errors about `path`'s folder (or an open file's write) are converted, so a
+    permission problem reading some other input keeps its own message.
+    """
+    try:
+        yield
+    except UserError:
+        raise  # already says what to do
+    except Exception as exc:
+        cause = user_fixable_os_error(exc, Path(path).parent)
+        if cause is None:
+            raise
+        error = WriteError(write_error_message(path, cause))
+        error.errno = cause.errno
+        raise error from exc
 
 
 @contextlib.contextmanager
@@ -25,20 +103,25 @@ def atomic_open(path: Path, mode: str = "wb", also: Iterable[Path] = ()) -> Iter
     left untouched.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        for other in also:
-            _place_copy(Path(tmp), Path(other))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with disk_errors_as_user_errors(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            try:
+                os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give normal permissions
+            except BaseException:
+                os.close(fd)
+                raise
+            with os.fdopen(fd, mode) as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            for other in also:
+                _place_copy(Path(tmp), Path(other))
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
     _fsync_dir(path.parent)
 
 
@@ -47,10 +130,15 @@ def _place_copy(source: Path, target: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(staged)
     try:
-        os.link(source, staged)
-    except OSError:
-        shutil.copyfile(source, staged)
-    os.replace(staged, target)
+        try:
+            os.link(source, staged)
+        except OSError:
+            shutil.copyfile(source, staged)
+        os.replace(staged, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)
+        raise
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from torchstarter.errors import UserError
+from torchstarter.utils.atomic import disk_errors_as_user_errors
 
 T = TypeVar("T")
 
@@ -21,6 +22,11 @@ def replace_folder(out: Path, fill: Callable[[Path], T], overwrite: bool = False
     after the new folder is complete, so an error midway leaves the old one intact.
     """
     out = Path(out)
+    with disk_errors_as_user_errors(out):
+        return _replace_folder(out, fill, overwrite)
+
+
+def _replace_folder(out: Path, fill: Callable[[Path], T], overwrite: bool) -> T:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder; pick another --output-dir")
     if out.is_dir() and any(out.iterdir()) and not overwrite:

@@ -29,7 +29,9 @@ SENTENCES_FILE = "sentences.txt"
 LABELS_FILE = "labels.txt"
 
 _ZIP_MAGIC = b"PK\x03\x04"
-_WHITESPACE = re.compile(r"\s")  # matches exactly the characters str.split() splits on
+_PROBE_BYTES = 1 << 16  # enough of a file's start to tell UTF-16 or binary from text
+# The characters str.split() splits on, and NUL, which marks a split file as binary.
+_UNSAFE_IN_TOKEN = re.compile(r"[\s\x00]")
 _NOT_A_CORPUS = ("readme", "license", "licence")
 
 
@@ -94,18 +96,57 @@ def _parse_kaggle(open_stream: Callable[[], IO[bytes]], where: str) -> list[Sent
     # Python; the price is that a decode error does not know its line, so only then is
     # the source read a second time, line by line, to find it.
     with open_stream() as probe:
-        has_bom = probe.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8
-    # A byte-order mark only comes from a re-save as UTF-8: trust it over windows-1252.
-    encoding = "utf-8-sig" if has_bom else KAGGLE_ENCODING
+        head = probe.read(_PROBE_BYTES)
+    wide = _wide_text(head)
+    if wide is not None:
+        raise UserError(f"{where}:{wide[0]}: {wide[1]}; the Kaggle NER CSV is windows-1252 "
+                        f"(or UTF-8): convert it (e.g. iconv -f utf-16 -t utf-8), or pass "
+                        f"--format conll for a CoNLL file")
+    encoding = _kaggle_encoding(head)
     with io.TextIOWrapper(open_stream(), encoding=encoding, newline="") as text:
         try:
             return _parse_rows(csv.reader(text), where)
         except UnicodeDecodeError:
             pass
     lineno, byte = _first_undecodable(open_stream, encoding)
-    label = "UTF-8" if has_bom else "windows-1252"
-    raise UserError(f"{where}:{lineno}: byte 0x{byte:02X} is not {label} text; expected the "
-                    f"Kaggle NER CSV (windows-1252), or pass --format conll for a CoNLL file")
+    label = "windows-1252" if encoding == KAGGLE_ENCODING else "UTF-8"
+    mixed = "" if encoding == KAGGLE_ENCODING else \
+        " (the file starts as UTF-8, so it mixes two encodings)"
+    raise UserError(f"{where}:{lineno}: byte 0x{byte:02X} is not {label} text{mixed}; expected "
+                    f"the Kaggle NER CSV in windows-1252 (or all UTF-8), or pass --format conll "
+                    f"for a CoNLL file")
+
+
+def _kaggle_encoding(head: bytes) -> str:
+    """windows-1252 as Kaggle ships it, unless the start of the file says it was re-saved.
+
+    A byte-order mark, or non-ASCII bytes that form valid UTF-8 sequences (which
+    windows-1252 text practically never does), mean UTF-8; reading that as windows-1252
+    would silently turn every accented word into two wrong characters.
+    """
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.isascii():
+        return KAGGLE_ENCODING
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return KAGGLE_ENCODING
+    return "utf-8"
+
+
+def _wide_text(data: bytes) -> tuple[int, str] | None:
+    """(line, what) when bytes are UTF-16 or binary rather than 8-bit text, else None.
+
+    UTF-16 and binary data hold NUL bytes, which no text a user would tag ever does;
+    read as windows-1252 or even UTF-8 they would decode into garbage tokens.
+    """
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return 1, "UTF-16 text (it starts with a UTF-16 byte-order mark)"
+    nul = data.find(b"\x00")
+    if nul < 0:
+        return None
+    return data.count(b"\n", 0, nul) + 1, "holds a NUL byte: UTF-16 text or a binary file"
 
 
 def _first_undecodable(open_stream: Callable[[], IO[bytes]], encoding: str) -> tuple[int, int]:
@@ -234,6 +275,11 @@ def read_conll(path: Path, encoding: str = "utf-8") -> list[Sentence]:
 
 
 def _decode(data: bytes, encoding: str, path: Path) -> str:
+    normalized = encoding.lower().replace("-", "").replace("_", "")
+    wide = None if normalized.startswith(("utf16", "utf32")) else _wide_text(data)
+    if wide is not None:
+        raise UserError(f"{path}:{wide[0]}: {wide[1]}, not {encoding} text; pass --encoding "
+                        f"utf-16 if it is UTF-16, or convert it (iconv -f utf-16 -t utf-8)")
     try:
         return data.decode(encoding)
     except LookupError:
@@ -242,7 +288,7 @@ def _decode(data: bytes, encoding: str, path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         hint = "convert it to UTF-8"
-        if encoding.lower().replace("-", "").replace("_", "") == "utf8":
+        if normalized == "utf8":
             try:
                 data.decode(KAGGLE_ENCODING)
                 hint = "it reads as windows-1252: convert it with iconv -f cp1252 -t utf-8"
@@ -325,9 +371,10 @@ def clean_token(token: str) -> str:
 
     sentences.txt separates tokens by single spaces, so whitespace inside a token would
     read back as two tokens and shift every later tag by one; "_" keeps the count right.
-    An empty token would vanish the same way, so it becomes "_" too.
+    An empty token would vanish the same way, so it becomes "_" too, and so does a NUL,
+    which would make read_split take the file for UTF-16 or binary.
     """
-    return _WHITESPACE.sub("_", token) or "_"
+    return _UNSAFE_IN_TOKEN.sub("_", token) or "_"
 
 
 def write_split(folder: Path, sentences: list[Sentence]) -> None:
@@ -355,12 +402,17 @@ def _split_lines(file: Path) -> list[str]:
     except IsADirectoryError:
         raise UserError(f"{file}: is a folder, expected a text file; rebuild the splits "
                         f"with torchstarter build-dataset") from None
+    wide = _wide_text(data)
+    if wide is not None:
+        raise UserError(f"{file}:{wide[0]}: {wide[1]}, not UTF-8 text; save it as UTF-8 or "
+                        f"rebuild the splits with torchstarter build-dataset")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise UserError(f"{file}:{line}: not UTF-8 text; rebuild the splits with "
-                        f"torchstarter build-dataset") from None
+        raise UserError(f"{file}:{line}: byte 0x{data[exc.start]:02X} is not UTF-8 text; save "
+                        f"it as UTF-8 or rebuild the splits with torchstarter "
+                        f"build-dataset") from None
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()

@@ -27,6 +27,8 @@ from torchstarter.utils.atomic import write_json
 from torchstarter.utils.folders import replace_folder
 
 SPLITS = ("train", "val", "test")
+RAW_HINT = ("--data-dir must hold the raw SIGNS folders train_signs/ and test_signs/ with "
+            "files named <label>_IMG_<id>.jpg")
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,13 +75,15 @@ def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
     if raw.is_file():
         raise UserError(f"--data-dir {raw} is a file; SIGNS raw data is a folder with "
                         f"train_signs/ and test_signs/ (for an NER corpus add --task ner)")
+    if not raw.is_dir():
+        raise UserError(f"{raw}: data folder not found; {RAW_HINT}")
     if out.resolve() == raw.resolve() or out.resolve() in raw.resolve().parents:
         raise UserError(f"--output-dir {out} would contain the raw data in --data-dir {raw}; "
                         f"pick an output folder outside it")
     if not 0 < args.val_fraction < 1:
         raise UserError(f"--val-fraction {args.val_fraction}: must lie strictly between 0 and 1")
-    train_files = list_images(raw / "train_signs")
-    test_files = list_images(raw / "test_signs")
+    train_files = list_images(raw / "train_signs", RAW_HINT)
+    test_files = list_images(raw / "test_signs", RAW_HINT)
     train, val = plan_split(train_files, args.val_fraction, args.seed)
     sources = {"train": train, "val": val, "test": test_files}
 
@@ -90,7 +94,7 @@ def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
     for split, files in sources.items():
         decoded[split], hashes[split] = [], {}
         for path in files:
-            label = label_from_name(path, args.num_classes)
+            label = label_from_name(path, args.num_classes, "pass --num-classes")
             img = open_rgb(path)
             hashes[split][path.name] = pixel_hash(img)
             keep_file = img.size == (IMAGE_SIZE, IMAGE_SIZE)

@@ -13,29 +13,39 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IMAGE_SIZE = 64
 
 
-def label_from_name(path: Path, num_classes: int) -> int:
-    """The label is the whole numeric prefix before the first underscore: 12_IMG_3.jpg -> 12."""
+BUILT_DATA_HINT = ("--data-dir must be a folder made by torchstarter build-dataset "
+                   "(train_signs/, val_signs/, test_signs/)")
+NUM_CLASSES_HINT = "raise num_classes in params.json"
+
+
+def label_from_name(path: Path, num_classes: int, classes_hint: str = NUM_CLASSES_HINT) -> int:
+    """The label is the whole numeric prefix before the first underscore: 12_IMG_3.jpg -> 12.
+
+    `classes_hint` says where num_classes comes from, which differs between commands.
+    """
     prefix = Path(path).name.split("_", 1)[0]
     if "_" not in Path(path).name or not prefix.isdigit():
         raise UserError(f"{path}: file name does not start with a label "
                         f"('<label>_IMG_<id>.jpg'); rename or remove the file")
     label = int(prefix)
     if label >= num_classes:
-        raise UserError(f"{path}: label {label} is outside 0..{num_classes - 1}; fix the name "
-                        f"or set num_classes")
+        raise UserError(f"{path}: label {label} is outside 0..{num_classes - 1}; fix the file "
+                        f"name or {classes_hint}")
     return label
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files of a folder, sorted by name so every run sees the same order."""
+def list_images(folder: Path, hint: str = BUILT_DATA_HINT) -> list[Path]:
+    """Image files of a folder, sorted by name so every run sees the same order.
+
+    `hint` tells what the folder should be, since raw and built data differ.
+    """
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"{folder}: folder not found; check --data-dir (for raw data, run "
-                        f"torchstarter build-dataset first)")
+        raise UserError(f"{folder}: folder not found; {hint}")
     files = sorted(p for p in folder.iterdir()
                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise UserError(f"{folder}: no .jpg/.jpeg/.png images in this folder; check --data-dir")
+        raise UserError(f"{folder}: no .jpg/.jpeg/.png images in this folder; {hint}")
     return files
 
 
