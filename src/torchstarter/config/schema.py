@@ -46,8 +46,9 @@ class Field:
 
 
 COMMON_SCHEMA: dict[str, Field] = {
-    "task": Field(str, "Built-in task name (signs), or the import path or .py file of your "
-                  "own task."),
+    "task": Field(str, "Built-in task name (signs, ner), or the module path or .py file of "
+                  "your own task, looked for from the params folder upwards, then in the "
+                  "current folder."),
     "learning_rate": Field(float, "Initial learning rate.", min=0, min_exclusive=True),
     "batch_size": Field(int, "Examples per training step.", min=1),
     "num_epochs": Field(int, "Number of passes over the training split.", min=1),

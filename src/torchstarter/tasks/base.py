@@ -43,6 +43,15 @@ from torchstarter.config import Field
 from torchstarter.errors import UserError
 
 REQUIRED_PARTS = ("SCHEMA", "METRICS", "DEFAULT_METRIC", "load_split", "build_model", "loss_fn")
+# What each required part is, for the error that names a missing one.
+PART_SHAPES = {
+    "SCHEMA": "a dict of params key -> torchstarter.config.Field",
+    "METRICS": "a dict of name -> fn(outputs, labels) -> (numerator, denominator)",
+    "DEFAULT_METRIC": "the name of the metric that selects best, e.g. 'accuracy'",
+    "load_split": "def load_split(params, data_dir, split)",
+    "build_model": "def build_model(params)",
+    "loss_fn": "def loss_fn(outputs, labels)",
+}
 OPTIONAL_PARTS = ("describe_data", "augment", "predict", "format_predictions",
                   "evaluation_report", "add_build_arguments", "build_dataset",
                   "add_vocab_arguments", "build_vocab_command", "demo_inputs",
@@ -72,13 +81,15 @@ class Task:
 
     @classmethod
     def from_module(cls, name: str, module: ModuleType) -> Task:
+        where = f"task '{name}' ({getattr(module, '__file__', None) or module.__name__})"
         missing = [part for part in REQUIRED_PARTS if not hasattr(module, part)]
         if missing:
-            raise UserError(f"task '{name}' ({getattr(module, '__file__', module.__name__)}) "
-                            f"lacks {', '.join(missing)}; see torchstarter.tasks.base for "
-                            f"what a task module must define")
+            shapes = "; ".join(f"{part}: {PART_SHAPES[part]}" for part in missing)
+            raise UserError(f"{where} lacks {', '.join(missing)} ({shapes}); see "
+                            f"torchstarter.tasks.base for what a task module must define")
         parts = {p: getattr(module, p) for p in REQUIRED_PARTS + OPTIONAL_PARTS
                  if hasattr(module, p)}
+        _check_part_types(where, parts)
         task = cls(
             name=name,
             schema=dict(parts.pop("SCHEMA")),
@@ -132,3 +143,18 @@ class Task:
         if isinstance(result, tuple):
             return result
         return result, (labels.shape[0] if hasattr(labels, "shape") else len(labels))
+
+
+def _check_part_types(where: str, parts: dict[str, Any]) -> None:
+    """Refuse parts of the wrong kind now, with their name, not as a crash mid-training."""
+    schema, metrics = parts["SCHEMA"], parts["METRICS"]
+    if not isinstance(schema, dict) or not all(isinstance(f, Field) for f in schema.values()):
+        raise UserError(f"{where}: SCHEMA must be {PART_SHAPES['SCHEMA']}")
+    if not isinstance(metrics, dict) or not all(callable(f) for f in metrics.values()):
+        raise UserError(f"{where}: METRICS must be {PART_SHAPES['METRICS']}")
+    if not isinstance(parts["DEFAULT_METRIC"], str):
+        raise UserError(f"{where}: DEFAULT_METRIC must be {PART_SHAPES['DEFAULT_METRIC']}")
+    for part, value in parts.items():
+        if part[0].islower() and not callable(value):
+            raise UserError(f"{where}: {part} must be a function, not "
+                            f"{type(value).__name__}")

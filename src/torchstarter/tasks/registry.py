@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from torchstarter.config import COMMON_SCHEMA, Params, validate_params
@@ -16,32 +19,132 @@ from torchstarter.tasks.base import Task
 
 BUILTIN_TASKS = {"signs": "torchstarter.tasks.signs", "ner": "torchstarter.tasks.ner"}
 
+# Top-level packages this module imported from a project folder, and from which folder:
+# a second project with a task package of the same name replaces them (tests, notebooks).
+_LOCAL_PACKAGES: dict[str, Path] = {}
+
 
 def load_task(spec: str, base_dir: Path | None = None) -> Task:
-    """Import the task named by `spec`; relative .py paths resolve against `base_dir`."""
+    """Import the task named by `spec`: a built-in name, a module path or a .py file.
+
+    A relative file path, and the first part of a module path, are looked for in
+    `base_dir` (the folder of params.json), then in each folder above it, then in the
+    current folder. So a project's task is found from any experiment folder under the
+    project, however deep (search children included), without installing it and without
+    the project being on sys.path (the `torchstarter` console script does not add it).
+    """
     if spec in BUILTIN_TASKS:
         return Task.from_module(spec, importlib.import_module(BUILTIN_TASKS[spec]))
     if spec.endswith(".py"):
-        path = Path(spec)
-        # Relative to the folder of the params.json first, so an experiment can move.
-        if not path.is_absolute() and base_dir is not None and (base_dir / path).is_file():
-            path = base_dir / path
-        if not path.is_file():
-            raise UserError(f"task file {spec} not found (looked in {path.parent}); "
-                            f"give a built-in task ({', '.join(BUILTIN_TASKS)}) or a path")
-        module_name = f"torchstarter_user_task_{abs(hash(str(path.resolve())))}"
-        module_spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[module_name] = module
-        module_spec.loader.exec_module(module)
-        return Task.from_module(spec, module)
+        return Task.from_module(spec, _import_file(spec, base_dir))
+    return Task.from_module(spec, _import_module_path(spec, base_dir))
+
+
+def search_folders(base_dir: Path | None) -> list[Path]:
+    """Where a task is looked for, nearest first: base_dir, its parents, the current folder."""
+    folders: list[Path] = []
+    if base_dir is not None:
+        base = Path(base_dir).resolve()
+        folders += [base, *base.parents]
+    cwd = Path.cwd().resolve()
+    if cwd not in folders:
+        folders.append(cwd)
+    return folders
+
+
+def _import_file(spec: str, base_dir: Path | None) -> ModuleType:
+    path = Path(spec)
+    if not path.is_absolute():
+        found = next((folder / path for folder in search_folders(base_dir)
+                      if (folder / path).is_file()), None)
+        path = found if found is not None else path
+    if not path.is_file():
+        where = f"in {Path(base_dir)} and the folders above it, " if base_dir is not None else ""
+        raise UserError(f"task file {spec} not found (looked {where}in the current folder); "
+                        f"give a built-in task ({', '.join(BUILTIN_TASKS)}), a module path or "
+                        f"a .py file")
+    path = path.resolve()
+    module_name = f"torchstarter_user_task_{abs(hash(str(path)))}"
+    # A package's __init__.py is imported as a package, so its relative imports
+    # (`from .net import Net`) work.
+    locations = [str(path.parent)] if path.name == "__init__.py" else None
+    module_spec = importlib.util.spec_from_file_location(
+        module_name, path, submodule_search_locations=locations)
+    module = importlib.util.module_from_spec(module_spec)
+    _execute(spec, module, module_spec)
+    return module
+
+
+def _import_module_path(spec: str, base_dir: Path | None) -> ModuleType:
+    top = spec.split(".", 1)[0]
+    if not all(part.isidentifier() for part in spec.split(".")):
+        raise UserError(f"unknown task '{spec}': not a built-in task ({', '.join(BUILTIN_TASKS)}),"
+                        f" a module path (dotted names) or a .py file")
+    root = next((folder for folder in search_folders(base_dir)
+                 if (folder / top / "__init__.py").is_file() or (folder / f"{top}.py").is_file()),
+                None)
+    if root is not None:
+        _import_local_top_level(spec, top, root)
     try:
-        module = importlib.import_module(spec)
+        return importlib.import_module(spec)
     except ModuleNotFoundError as exc:
-        raise UserError(f"unknown task '{spec}' ({exc}); use a built-in task "
-                        f"({', '.join(BUILTIN_TASKS)}), an importable module or a .py file"
-                        ) from None
-    return Task.from_module(spec, module)
+        if exc.name is not None and (spec == exc.name or spec.startswith(exc.name + ".")):
+            raise UserError(f"unknown task '{spec}' ({exc}); use a built-in task "
+                            f"({', '.join(BUILTIN_TASKS)}), a module path (looked for "
+                            f"{top}/ in the folder of params.json, the folders above it and "
+                            f"the current folder) or a .py file") from None
+        raise _import_failure(spec, exc) from None
+    except (ImportError, SyntaxError) as exc:
+        raise _import_failure(spec, exc) from None
+
+
+def _import_local_top_level(spec: str, top: str, root: Path) -> None:
+    """Import the package or module `top` from the project folder `root`."""
+    location = root / top if (root / top / "__init__.py").is_file() else root / f"{top}.py"
+    loaded = sys.modules.get(top)
+    if loaded is not None:
+        file = getattr(loaded, "__file__", None)  # None for a namespace package
+        origin = Path(file).resolve() if file else None
+        if origin is not None and (origin == location.resolve()
+                                   or location.resolve() in origin.parents):
+            return  # already this one
+        if top not in _LOCAL_PACKAGES:
+            raise UserError(f"task '{spec}': {location} has the name of a module that is "
+                            f"already imported ({origin or 'a namespace package'}); rename your "
+                            f"task package")
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+            del sys.modules[name]  # the same name from another project folder
+    module_spec = importlib.machinery.PathFinder.find_spec(top, [str(root)])
+    module = importlib.util.module_from_spec(module_spec)
+    _execute(spec, module, module_spec)
+    _LOCAL_PACKAGES[top] = root
+    if str(root) not in sys.path:
+        sys.path.append(str(root))  # worker processes and the task's own imports find it too
+
+
+def _execute(spec: str, module: ModuleType, module_spec: Any) -> None:
+    """Run a task module's code; a broken import is the user's to fix, in one line."""
+    sys.modules[module_spec.name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except (ImportError, SyntaxError) as exc:
+        del sys.modules[module_spec.name]
+        raise _import_failure(spec, exc) from None
+    except BaseException:
+        del sys.modules[module_spec.name]
+        raise
+
+
+def _import_failure(spec: str, exc: ImportError | SyntaxError) -> UserError:
+    """Name the file and line of the task's code where importing it failed."""
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename}:{exc.lineno}"
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        user_frames = [f for f in frames if not f.filename.startswith("<frozen")]
+        where = f"{user_frames[-1].filename}:{user_frames[-1].lineno}" if user_frames else "?"
+    return UserError(f"task '{spec}' cannot be imported: {exc.__class__.__name__} at {where}: "
+                     f"{exc}")
 
 
 def full_schema(task: Task) -> dict[str, Any]:

@@ -1,0 +1,62 @@
+"""The network, its loss and its metrics. Edit this file to change the model.
+
+The engine calls model(inputs) on each batch, then loss_fn(outputs, labels) and every
+function in METRICS with the same two arguments. Inputs are what data.py's load_split
+returns: uint8 images [batch, 3, 64, 64] here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Net(nn.Module):
+    """3 x (conv3x3 -> batchnorm -> maxpool2 -> relu), then FC -> BN -> relu -> dropout -> FC.
+
+    The model scales the uint8 pixels to [0, 1] itself, so training, evaluation and
+    prediction cannot disagree about preprocessing. It returns one score (logit) per class.
+    """
+
+    def __init__(self, num_channels: int = 32, dropout_rate: float = 0.8, num_classes: int = 6,
+                 image_size: int = 64):
+        super().__init__()
+        c = num_channels
+        widths = [3, c, 2 * c, 4 * c]  # channels double in each block
+        self.blocks = nn.Sequential(*[
+            nn.Sequential(nn.Conv2d(widths[i], widths[i + 1], 3, padding=1),
+                          nn.BatchNorm2d(widths[i + 1]), nn.MaxPool2d(2), nn.ReLU())
+            for i in range(3)
+        ])
+        side = image_size // 8  # three 2x2 poolings: 64 -> 8
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(side * side * 4 * c, 4 * c),
+            nn.BatchNorm1d(4 * c),
+            nn.ReLU(),
+            nn.Dropout(dropout_rate),
+            nn.Linear(4 * c, num_classes),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images
+        return self.head(self.blocks(x))
+
+
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the batch. Any differentiable function of the batch works."""
+    return F.cross_entropy(logits, labels)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(correct predictions, examples) for one batch.
+
+    A metric returns a numerator and a denominator; the engine sums both over the whole
+    epoch and divides once, so the epoch value is exact whatever the batch sizes.
+    """
+    return (logits.argmax(dim=1) == labels).sum(), labels.numel()
+
+
+# Every metric is computed on train and val each epoch and written to history.json.
+METRICS = {"accuracy": accuracy}
