@@ -1,0 +1,58 @@
+"""The process of one trial: `torchstarter train`, whose thread count the search can raise.
+
+With 3 trials on 2 slots, the third runs alone once the second ends; keeping it on one
+thread would leave a core idle for a whole trial. So when a slot frees up and no trial
+is left to start, the search writes a larger count into .search_threads in the trial
+folder and sends SIGUSR1; the handler applies it between two torch operations.
+SIGUSR1 would kill a process without a handler, so the search launches the child with
+the signal blocked, and it is unblocked here once the handler is in place.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+THREADS_FILE = ".search_threads"
+
+
+def _model_dir(argv: Sequence[str]) -> Path:
+    for flag in ("--model-dir", "--model_dir"):
+        if flag in argv:
+            return Path(argv[list(argv).index(flag) + 1])
+    raise SystemExit("torchstarter.search.child: expected train --model-dir DIR ...")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    folder = _model_dir(argv)
+    # Imported before the handler can run: a handler must never run inside torch's import.
+    import torch
+
+    import torchstarter
+    from torchstarter.cli.main import main as cli_main
+
+    def apply_threads(signum: int, frame: FrameType | None) -> None:
+        try:
+            threads = int((folder / THREADS_FILE).read_text())
+        except (OSError, ValueError):
+            return
+        torch.set_num_threads(max(1, threads))
+        # os.write, not print: a handler may interrupt a print of the main code.
+        os.write(sys.stdout.fileno(), f"search: a slot is free; now {torch.get_num_threads()} "
+                                      f"threads\n".encode())
+
+    signal.signal(signal.SIGUSR1, apply_threads)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+
+    # run.json records the command as `python -m torchstarter train ...`, which is what runs.
+    sys.argv = [str(Path(torchstarter.__file__).with_name("__main__.py")), *argv]
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

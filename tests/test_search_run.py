@@ -1,0 +1,271 @@
+"""`torchstarter search` end to end on the built-in sample data: parallel workers, resumption
+after Ctrl-C and after a kill, failed and pruned trials. Trials are tiny (4 channels)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import optuna
+import pytest
+from conftest import TINY
+from optuna.trial import TrialState
+
+from torchstarter.errors import UserError
+from torchstarter.search.folders import (
+    claim,
+    ensure_trial_folder,
+    read_run,
+    release,
+    train_resume_args,
+)
+from torchstarter.search.runner import Children, child_env, run_trial, train_command
+from torchstarter.search.study import latest_by_folder, open_storage
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+GRID = ["--grid", "learning_rate=1e-4,1e-3,1e-2"]
+FOLDERS = ["learning_rate_0.0001", "learning_rate_0.001", "learning_rate_0.01"]
+
+
+def make_parent(tmp_path, search=None, **params):
+    parent = tmp_path / "P"
+    parent.mkdir()
+    (parent / "params.json").write_text(json.dumps({**TINY, "num_epochs": 1, **params}))
+    if search is not None:
+        (parent / "search.json").write_text(json.dumps(search))
+    return parent
+
+
+def command(parent, data, *extra):
+    return [sys.executable, "-m", "torchstarter", "search", "--parent-dir", str(parent),
+            "--data-dir", str(data), *extra]
+
+
+def search(parent, data, *extra):
+    return subprocess.run(command(parent, data, *extra), capture_output=True, text=True,
+                          env=ENV, timeout=600)
+
+
+def start(parent, data, *extra):
+    return subprocess.Popen(command(parent, data, *extra), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=ENV)
+
+
+def wait_for(condition, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def trials(parent):
+    storage, _ = open_storage(parent, None)
+    return optuna.load_study(study_name=parent.name, storage=storage).get_trials()
+
+
+def launch_lines(folder):
+    """The command line of each `train` a search started in this folder."""
+    text = (folder / "search_trial.log").read_text()
+    return [line for line in text.splitlines() if line.startswith("==== search trial")]
+
+
+def launches(folder):
+    return len(launch_lines(folder))
+
+
+def fresh_runs(folder):
+    return (folder / "train.log").read_text().count("==== new run")
+
+
+def epochs_done(folder):
+    try:
+        return len(json.loads((folder / "history.json").read_text()))
+    except (OSError, ValueError):
+        return 0
+
+
+def test_two_searches_of_two_jobs_each_run_every_grid_point_once(tmp_path, sample_data):
+    parent = make_parent(tmp_path, {"space": {"learning_rate": [1e-4, 1e-3, 1e-2]}})
+    procs = [start(parent, sample_data, "--jobs", "2") for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for proc, out in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, out
+        assert "3 trials: 3 finished, 0 failed" in out
+        assert "best: learning_rate_" in out
+    for name in FOLDERS:
+        assert launches(parent / name) == 1 and fresh_runs(parent / name) == 1, name
+        saved = json.loads((parent / name / "params.json").read_text())
+        assert saved == {**TINY, "num_epochs": 1, "learning_rate": float(name.split("_")[-1])}
+    study = trials(parent)
+    assert len(study) == 3 and all(t.state == TrialState.COMPLETE for t in study)
+    assert sorted(t.user_attrs["folder"] for t in study) == sorted(FOLDERS)
+    assert all(t.intermediate_values for t in study)  # per-epoch val metric reported
+
+
+def test_ctrl_c_stops_the_search_and_a_rerun_continues_only_what_did_not_finish(
+        tmp_path, sample_data):
+    parent = make_parent(tmp_path, num_epochs=3)
+    first, second = parent / FOLDERS[0], parent / FOLDERS[1]
+    proc = start(parent, sample_data, *GRID)
+    wait_for(lambda: epochs_done(second) >= 1)  # first trial done, second one mid-run
+    finished = ((first / "last.pt").stat().st_mtime_ns, (first / "history.json").read_text())
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 130, out
+    assert "interrupted: learning_rate_0.001" in out and "rerun the same command" in out
+    assert not (parent / FOLDERS[2]).exists()  # nothing new started after Ctrl-C
+
+    rerun = search(parent, sample_data, *GRID)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "3 trials: 3 finished, 0 failed" in rerun.stdout
+    assert "continued: learning_rate_0.001" in rerun.stdout
+    assert ((first / "last.pt").stat().st_mtime_ns,
+            (first / "history.json").read_text()) == finished
+    assert launches(first) == 1
+    assert launches(second) == 2 and "--restore last" in launch_lines(second)[1]
+    assert "resumed from last" in (second / "train.log").read_text()
+    assert epochs_done(second) == 3
+    latest = latest_by_folder(trials(parent))
+    assert {n: t.state for n, t in latest.items()} == dict.fromkeys(FOLDERS, TrialState.COMPLETE)
+    assert sum(t.state == TrialState.COMPLETE for t in trials(parent)) == 3
+
+
+def test_a_killed_search_is_rerun_without_training_anything_twice(tmp_path, sample_data):
+    parent = make_parent(tmp_path, num_epochs=2)
+    second = parent / FOLDERS[1]
+    proc = start(parent, sample_data, *GRID)
+    wait_for(lambda: (second / "train.log").exists())  # its child is training
+    proc.kill()  # SIGKILL: no cleanup; the child lives on and keeps the folder claimed
+    proc.communicate()
+
+    rerun = search(parent, sample_data, *GRID)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "3 trials: 3 finished, 0 failed" in rerun.stdout
+    assert "learning_rate_0.001 had already finished" in rerun.stdout
+    for name in FOLDERS:
+        assert launches(parent / name) == 1 and fresh_runs(parent / name) == 1, name
+    study = trials(parent)
+    assert len(study) == 3 and all(t.state == TrialState.COMPLETE for t in study)
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, sample_data):
+    parent = make_parent(tmp_path)
+    grid = ["--grid", "learning_rate=1e30,1e-3"]  # 1e30 makes the loss NaN at once
+    result = search(parent, sample_data, *grid, "--jobs", "2")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "2 trials: 1 finished, 1 failed" in result.stdout
+    assert "failed: learning_rate_1e30: error: loss is nan" in result.stdout
+    assert "best: learning_rate_0.001" in result.stdout
+    failed = latest_by_folder(trials(parent))["learning_rate_1e30"]
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs["error"].startswith("error: loss is nan")
+
+    again = search(parent, sample_data, *grid)
+    assert again.returncode == 1 and "1 failed" in again.stdout
+    assert launches(parent / "learning_rate_1e30") == 1  # a failed trial is not repeated...
+    retried = search(parent, sample_data, *grid, "--retry-failed")
+    assert retried.returncode == 1
+    assert launches(parent / "learning_rate_1e30") == 2  # ...unless asked
+    assert launches(parent / "learning_rate_0.001") == 1
+
+
+def test_random_search_samples_n_trials_from_distributions_and_stops_there(tmp_path,
+                                                                          sample_data):
+    space = {"learning_rate": {"type": "loguniform", "low": 1e-3, "high": 1e-2},
+             "dropout_rate": [0.3, 0.5]}
+    parent = make_parent(tmp_path, {"method": "random", "n_trials": 2, "seed": 3,
+                                    "space": space})
+    result = search(parent, sample_data, "--jobs", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 trials: 2 finished, 0 failed" in result.stdout
+    folders = sorted(p for p in parent.iterdir() if p.is_dir())
+    assert len(folders) == 2
+    for folder in folders:
+        assert re.fullmatch(r"learning_rate_0\.00\d+-dropout_rate_0\.[35]", folder.name)
+        params = json.loads((folder / "params.json").read_text())
+        assert 1e-3 <= params["learning_rate"] <= 1e-2
+        assert folder.name == (f"learning_rate_{params['learning_rate']!r}-"
+                               f"dropout_rate_{params['dropout_rate']}")
+    again = search(parent, sample_data, "--jobs", "2")
+    assert again.returncode == 0 and "2 trials: 2 finished" in again.stdout
+    assert sorted(p for p in parent.iterdir() if p.is_dir()) == folders
+    assert all(launches(f) == 1 for f in folders)
+
+
+def test_median_pruner_stops_a_trial_that_trails_the_others(tmp_path, sample_data):
+    parent = make_parent(tmp_path, {"space": {"learning_rate": [1e-2, 1e-9]},
+                                    "pruner": {"type": "median", "n_startup_trials": 1}},
+                         num_epochs=6)
+    result = search(parent, sample_data)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 trials: 1 finished, 1 pruned, 0 failed" in result.stdout
+    slow = parent / "learning_rate_1e-09"
+    assert latest_by_folder(trials(parent))[slow.name].state == TrialState.PRUNED
+    assert epochs_done(slow) < 6
+    assert json.loads((slow / "run.json").read_text())["status"] == "interrupted"
+
+
+# ---- the pieces, without training --------------------------------------------------------
+
+def test_a_trial_folder_appears_with_its_params_and_is_never_reused_for_others(tmp_path):
+    params = {**TINY, "learning_rate": 0.01}
+    folder = ensure_trial_folder(tmp_path, "learning_rate_0.01", params)
+    assert json.loads((folder / "params.json").read_text()) == params
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    assert ensure_trial_folder(tmp_path, "learning_rate_0.01", params) == folder
+    with pytest.raises(UserError, match=r"differs from the base params .*keys num_epochs"):
+        ensure_trial_folder(tmp_path, "learning_rate_0.01", {**params, "num_epochs": 3})
+
+
+def test_a_claimed_folder_cannot_be_claimed_again_until_released(tmp_path):
+    fd = claim(tmp_path)
+    assert fd is not None and claim(tmp_path) is None
+    release(fd)
+    again = claim(tmp_path)
+    assert again is not None
+    release(again)
+
+
+def test_a_child_is_an_argument_list_that_continues_what_the_folder_holds(tmp_path):
+    folder = tmp_path / "a folder; rm -rf x"
+    folder.mkdir()
+    cmd = train_command(folder, tmp_path / "data")
+    assert cmd[:4] == [sys.executable, "-m", "torchstarter.search.child", "train"]
+    assert str(folder) in cmd and cmd[-2:] == ["--set", "num_threads=null"]
+    assert child_env(3, None)["OMP_NUM_THREADS"] == "3"
+    assert child_env(1, "2")["CUDA_VISIBLE_DEVICES"] == "2"
+    assert read_run(folder, "accuracy").state == "new" and train_resume_args(folder) == []
+    (folder / "train.log").write_text("killed before its first checkpoint\n")
+    assert read_run(folder, "accuracy").state == "unfinished"
+    assert train_resume_args(folder) == ["--overwrite"]
+    (folder / "last.pt").write_bytes(b"")
+    assert train_resume_args(folder) == ["--restore", "last"]
+    (folder / "run.json").write_text(json.dumps({"status": "finished"}))
+    (folder / "metrics_val_best_weights.json").write_text(json.dumps({"accuracy": 0.5}))
+    assert read_run(folder, "accuracy").value == 0.5
+
+
+def test_a_running_trial_gets_the_threads_of_a_freed_slot(tmp_path, sample_data):
+    folder = tmp_path / "trial"
+    folder.mkdir()
+    (folder / "params.json").write_text(json.dumps({**TINY, "num_epochs": 3}))
+    trial = optuna.create_study(direction="maximize").ask()
+    children = Children()
+    fd = claim(folder)
+    result = {}
+    runner = threading.Thread(target=lambda: result.update(r=run_trial(
+        trial, folder, sample_data, "accuracy", 1, None, fd, children, prune=False,
+        poll_seconds=0.1)))
+    runner.start()
+    wait_for(lambda: len(children) == 1)
+    assert children.share_out(budget=2) == [(folder, 2)]  # may land before torch is loaded
+    runner.join(timeout=300)
+    release(fd)
+    assert result["r"].state == "finished" and trial.number == 0
+    log = (folder / "search_trial.log").read_text()
+    assert "search: a slot is free; now 2 threads" in log
+    assert children.share_out(budget=2) == []  # nothing is running any more
