@@ -65,6 +65,10 @@ def from_environment() -> Distributed:
     return Distributed(rank, world_size, local_rank)
 
 
-def shutdown(info: Distributed) -> None:
+def shutdown(info: Distributed, finished: bool) -> None:
+    """Leave the process group; after a normal end, only once every process got there
+    (one that leaves early can abort a peer's transport threads mid-exchange)."""
     if info.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()

@@ -76,16 +76,19 @@ def train(model_dir: Path, data_dir: Path, restore: str | None = None,
     model_dir = Path(model_dir)
     task, params = load_experiment(model_dir / files.PARAMS, overrides)
     dist = from_environment()  # several processes when launched by torchrun
+    finished = False
     try:
         # Only the first process writes to the model dir; the others only read it.
         with run_lock(model_dir) if dist.is_main else contextlib.nullcontext(), \
                 GracefulStop() as stop:
             if dist.is_main:
                 files.remove_stale_temp_files(model_dir)  # only a dead run can leave them
-            return _train(model_dir, data_dir, task, params, restore, overwrite,
-                          stop_after_epoch, console, stop, dist)
+            trainer = _train(model_dir, data_dir, task, params, restore, overwrite,
+                             stop_after_epoch, console, stop, dist)
+        finished = True
+        return trainer
     finally:
-        shutdown(dist)
+        shutdown(dist, finished)
 
 
 def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore: str | None,
