@@ -23,6 +23,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def held_by_live_process(model_dir: Path) -> bool:
+    """Whether a `train` is running in model_dir now (a stale lock does not count)."""
+    try:
+        pid = int((Path(model_dir) / LOCK).read_text().strip() or "0")
+    except (OSError, ValueError):
+        return False
+    return pid > 0 and _alive(pid)
+
+
 @contextlib.contextmanager
 def run_lock(model_dir: Path) -> Iterator[None]:
     """Hold model_dir/.train.lock for the run; a lock left by a dead process is taken over."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from torchstarter.config.schema import COMMON_SCHEMA
 from torchstarter.experiment import files
-from torchstarter.experiment.lock import LOCK
+from torchstarter.experiment.lock import held_by_live_process
 
 RUN_INFO = files.RUN_RECORD  # older runs lack it
 TEST_BEST = files.metrics_file("test", "best")
@@ -155,7 +155,7 @@ def _status(exp: Experiment) -> str:
         info = _read_object(exp.folder / RUN_INFO, exp)
     if info is not None and isinstance(info.get("status"), str):
         status = info["status"]
-        if status == "running" and not _lock_is_live(exp.folder):
+        if status == "running" and not held_by_live_process(exp.folder):
             return "stopped"  # killed without a chance to say so; synthesize notes it
         if status == "failed" and info.get("error"):
             exp.notes.append(f"{exp.name}: failed: {_one_line(str(info['error']))}")
@@ -170,22 +170,6 @@ def _status(exp: Experiment) -> str:
     if exp.history and _log_says_stopped_early(exp.folder / files.LOG):
         return "finished"
     return "incomplete"
-
-
-def _lock_is_live(folder: Path) -> bool:
-    try:
-        pid = int((folder / LOCK).read_text().strip() or "0")
-    except (OSError, ValueError):
-        return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, owned by another user
-    return True
 
 
 def _log_says_stopped_early(log: Path) -> bool:
