@@ -6,6 +6,9 @@ Two kinds of split data are accepted:
 - any torch Dataset of (inputs, label) pairs: read through a DataLoader with
   params.num_workers processes, in the same order.
 Every example is used once per epoch; the last batch may be short, never dropped.
+Batch indices are CPU tensors: get_batch moves them to its data's device with a
+non-blocking copy, so forming a batch never waits for the GPU, and a task can read facts
+about the batch (such as its longest sentence) on the host for free.
 In-memory data may also define batch_indices(order, batch_size) to group the epoch's
 order differently (e.g. by length), as long as every index is used exactly once.
 """
@@ -40,6 +43,7 @@ class TensorData:
         return len(self.labels)
 
     def get_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = index.to(self.inputs.device, non_blocking=True)
         return self.inputs[index], self.labels[index]
 
     @property

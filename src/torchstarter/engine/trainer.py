@@ -139,7 +139,7 @@ class Trainer:
         p, dist = self.params, self.dist
         data = place(data, self.device)
         self.train_model.train()
-        order = epoch_order(len(data), p.seed, epoch, shuffle=True).to(_index_device(data))
+        order = epoch_order(len(data), p.seed, epoch, shuffle=True)  # indices stay on the host
         augment_gen = epoch_generator(p.seed, epoch, AUGMENT_STREAM + 1000 * dist.rank,
                                       self.device)
         totals = MetricTotals(self.task.metrics, self.device, dist.all_reduce_sum)
@@ -245,8 +245,7 @@ class Trainer:
         self.model.eval()
         totals = MetricTotals(self.task.metrics, self.device, self.dist.all_reduce_sum)
         # Each process takes a contiguous part; the sums are added over processes at the end.
-        order = torch.tensor_split(torch.arange(len(data), device=_index_device(data)),
-                                   self.dist.world_size)[self.dist.rank]
+        order = torch.tensor_split(torch.arange(len(data)), self.dist.world_size)[self.dist.rank]
         groups = batch_groups(data, order, self.params.batch_size)
         for inputs, labels in iterate_groups(data, groups, self.device, self.params.num_workers):
             with self._autocast():
@@ -302,7 +301,3 @@ class Trainer:
         else:
             self.scheduler.step()
 
-
-def _index_device(data: Any) -> torch.device:
-    """Where batch indices should live: beside in-memory tensors, else on the CPU."""
-    return getattr(data, "device", None) or torch.device("cpu")

@@ -9,7 +9,8 @@ Required
   DEFAULT_METRIC: str            the metric that selects `best` unless params say otherwise
   load_split(params, data_dir, split) -> data
                                  a TensorData (or any object with __len__ and
-                                 get_batch(index)), or a torch Dataset of (inputs, label)
+                                 get_batch(index), index being a CPU LongTensor), or a
+                                 torch Dataset of (inputs, label)
   build_model(params) -> nn.Module
   loss_fn(outputs, labels) -> loss, or (loss, count) when the mean is over `count`
                                  items other than the batch's examples (e.g. real tokens)

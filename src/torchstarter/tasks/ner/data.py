@@ -90,7 +90,8 @@ class TokenData:
                          move(self.forms), move(self.form_chars), self.bucket)
 
     def get_batch(self, index: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        width = int(self.lengths_cpu[index.cpu()].max())
+        width = int(self.lengths_cpu[index.cpu()].max())  # no sync: indices come on the host
+        index = index.to(self.words.device, non_blocking=True)
         inputs = {"words": self.words[index, :width], "lengths": self.lengths[index]}
         if self.forms is not None:
             inputs["chars"] = self.form_chars[self.forms[index, :width]]

@@ -20,7 +20,7 @@ def evaluation_report(model: torch.nn.Module, params: Params, data: TokenData,
     model.eval()
     gold_seqs: list[list[str]] = []
     pred_seqs: list[list[str]] = []
-    order = torch.arange(len(data), device=data.device)
+    order = torch.arange(len(data))
     for inputs, labels in iterate_batches(data, order, params.batch_size, device):
         predicted = model(inputs).predictions().cpu()
         for gold, pred, n in zip(labels.cpu(), predicted, inputs["lengths"].cpu(), strict=True):
