@@ -100,3 +100,19 @@ def test_a_ddp_run_restores_and_continues(tmp_path):
     torchrun("train", "--data-dir", tmp_path, "--model-dir", two, "--restore", "last",
              "--set", "num_epochs=4")
     assert_same_run(one, two)
+
+
+def test_a_val_split_smaller_than_the_process_count_gives_exact_metrics(tmp_path):
+    """One process gets no val example; it reads nothing but still joins the sums."""
+    tiny_val = TOKENS_TASK.replace(
+        "    return TensorData(inputs, labels)",
+        "    keep = 1 if split == 'val' else len(labels)\n"
+        "    return TensorData(inputs[:keep], labels[:keep])")
+    assert tiny_val != TOKENS_TASK
+    (tmp_path / "tokens.py").write_text(tiny_val)
+    one, two = make(tmp_path, "one", num_epochs=1, metric="loss"), \
+        make(tmp_path, "two", num_epochs=1, metric="loss")
+    cli("train", "--data-dir", tmp_path, "--model-dir", one)
+    torchrun("train", "--data-dir", tmp_path, "--model-dir", two)
+    assert_same_run(one, two)
+    assert (two / "best.pt").exists()

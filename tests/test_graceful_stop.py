@@ -113,3 +113,96 @@ def test_sigterm_to_a_real_training_process_saves_and_exits_143(make_experiment,
     state = load_checkpoint(model_dir / "last.pt")
     assert state["epoch"] >= 1
     assert not list(model_dir.glob(".*.tmp")) and not (model_dir / ".train.lock").exists()
+
+
+DATASET_TASK = '''
+import torch
+from torch import nn
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+SCHEMA = {}
+DEFAULT_METRIC = "accuracy"
+
+def accuracy(logits, labels):
+    return (logits.argmax(1) == labels).sum(), labels.numel()
+
+METRICS = {"accuracy": accuracy}
+
+class Points(Dataset):
+    """Read one example at a time, as a task with files on disk would."""
+    def __init__(self, split):
+        gen = torch.Generator().manual_seed({"train": 0, "val": 1, "test": 2}[split])
+        self.labels = torch.randint(0, 2, (96,), generator=gen)
+        self.inputs = torch.randn(96, 4, generator=gen) + 2.0 * self.labels[:, None].float()
+    def __len__(self):
+        return len(self.labels)
+    def __getitem__(self, i):
+        return self.inputs[i], self.labels[i]
+
+def load_split(params, data_dir, split):
+    return Points(split)
+
+def build_model(params):
+    return nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 2))
+
+def loss_fn(logits, labels):
+    return F.cross_entropy(logits, labels)
+'''
+
+
+def test_a_dataset_task_resumed_mid_epoch_ends_with_identical_weights(tmp_path, monkeypatch):
+    """A DataLoader seeds itself from its own generator, so the resumed run draws exactly
+    the dropout masks of the unbroken one."""
+    (tmp_path / "points.py").write_text(DATASET_TASK)
+    dirs = []
+    for name in ("straight", "stopped"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "params.json").write_text(json.dumps({
+            "task": "../points.py", "learning_rate": 0.05, "batch_size": 8, "num_epochs": 3}))
+        dirs.append(tmp_path / name)
+    straight, stopped = dirs
+    train(straight, tmp_path, console=False)
+    # 12 steps an epoch plus one check at its end: check 16 is step 3 of epoch 2
+    monkeypatch.setattr(training, "GracefulStop", lambda: StopAfterChecks(16, signal.SIGINT))
+    assert main(["train", "--model-dir", str(stopped), "--data-dir", str(tmp_path)]) == 130
+    assert load_checkpoint(stopped / "last.pt")["partial_epoch"]["step"] == 3
+    monkeypatch.setattr(training, "GracefulStop", GracefulStop)
+    train(stopped, tmp_path, restore="last", console=False)
+    a = load_checkpoint(straight / "last.pt")["model"]
+    b = load_checkpoint(stopped / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_evaluating_a_mid_epoch_checkpoint_says_where_it_stopped(make_experiment, sample_data,
+                                                                 monkeypatch):
+    model_dir = make_experiment(num_epochs=2)
+    monkeypatch.setattr(training, "GracefulStop", lambda: StopAfterChecks(30, signal.SIGINT))
+    assert main(["train", "--model-dir", str(model_dir), "--data-dir", str(sample_data)]) == 130
+    assert main(["evaluate", "--model-dir", str(model_dir), "--data-dir", str(sample_data),
+                 "--split", "val", "--restore", "last"]) == 0
+    metrics = json.loads((model_dir / "metrics_val_last.json").read_text())
+    assert metrics["epoch"] == 1 and metrics["partial_epoch"] == {"epoch": 2, "step": 4}
+
+
+def test_a_mid_epoch_resume_refuses_batches_grouped_another_way(tmp_path, monkeypatch, capsys):
+    from torchstarter.tasks import load_task
+
+    ner = load_task("ner")
+    ner.write_sample_data(tmp_path / "raw")
+    ner.build_dataset(ner.build_options(tmp_path / "raw", tmp_path / "data"))
+    ner.build_vocab_command(ner.vocab_options(tmp_path / "data", min_count=1))
+    model_dir = tmp_path / "exp"
+    model_dir.mkdir()
+    (model_dir / "params.json").write_text(json.dumps({
+        "task": "ner", "learning_rate": 0.01, "batch_size": 4, "num_epochs": 2,
+        "embedding_dim": 8, "lstm_hidden_dim": 8}))
+    monkeypatch.setattr(training, "GracefulStop", lambda: StopAfterChecks(5, signal.SIGINT))
+    args = ["train", "--model-dir", str(model_dir), "--data-dir", str(tmp_path / "data")]
+    assert main(args) == 130
+    monkeypatch.setattr(training, "GracefulStop", GracefulStop)
+    capsys.readouterr()
+    assert main([*args, "--restore", "last", "--set", "bucket_by_length=true"]) == 2
+    err = capsys.readouterr().err
+    assert "stopped at step 5 of epoch 1" in err and "bucket_by_length" in err
+    assert main([*args, "--restore", "last"]) == 0

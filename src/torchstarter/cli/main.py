@@ -189,10 +189,18 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     metrics, path = evaluate(args.model_dir, args.data_dir, args.split, args.restore,
                              parse_overrides(args.overrides))
-    scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    def is_table(value: Any) -> bool:  # e.g. per entity type: one row per type
+        return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
+
+    scalars: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict) and not is_table(value):  # e.g. partial_epoch
+            scalars.update({f"{key}.{k}": v for k, v in value.items()})
+        elif not is_table(value):
+            scalars[key] = value
     print(tabulate([scalars], headers="keys", floatfmt=".4f"))
     for key, table in metrics.items():
-        if isinstance(table, dict):  # e.g. per entity type: one row per type
+        if is_table(table):
             print(f"\n{key}:")
             print(tabulate([{"": name, **row} for name, row in table.items()], headers="keys",
                            floatfmt=".4f"))

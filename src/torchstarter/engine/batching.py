@@ -15,6 +15,7 @@ order differently (e.g. by length), as long as every index is used exactly once.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
@@ -91,15 +92,26 @@ def batch_groups(data: Any, order: torch.Tensor, batch_size: int) -> list[torch.
     return list(torch.split(order, batch_size))
 
 
+def _quiet_worker(_: int) -> None:
+    """Workers leave Ctrl-C to the training process, which stops cleanly on its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def iterate_batches(data: BatchSource | Dataset, order: torch.Tensor, batch_size: int,
                     device: torch.device, num_workers: int = 0) -> Iterator[tuple[Any, Any]]:
     return iterate_groups(data, batch_groups(data, order, batch_size), device, num_workers)
 
 
 def iterate_groups(data: BatchSource | Dataset, groups: list[torch.Tensor],
-                   device: torch.device, num_workers: int = 0, skip: int = 0
-                   ) -> Iterator[tuple[Any, Any]]:
-    """One batch per group of indices; the first `skip` groups are passed over unread."""
+                   device: torch.device, num_workers: int = 0, skip: int = 0,
+                   generator: torch.Generator | None = None) -> Iterator[tuple[Any, Any]]:
+    """One batch per group of indices; the first `skip` groups are passed over unread.
+
+    A DataLoader seeds its workers from `generator`; without one it would draw from the
+    global generator, and a run resumed mid-epoch would then draw one number more than
+    an unbroken run, shifting every later dropout mask.
+    """
     if isinstance(data, BatchSource):
         for index in groups[skip:]:
             inputs, labels = data.get_batch(index)
@@ -109,6 +121,7 @@ def iterate_groups(data: BatchSource | Dataset, groups: list[torch.Tensor],
     if not chunks:
         return
     loader = DataLoader(data, batch_sampler=chunks, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", worker_init_fn=_quiet_worker,
+                        generator=generator or torch.Generator().manual_seed(0))
     for inputs, labels in loader:
         yield to_device(inputs, device), to_device(labels, device)

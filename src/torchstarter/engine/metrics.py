@@ -56,7 +56,13 @@ class MetricTotals:
 
     def reduced_state(self) -> dict[str, Any]:
         """state_dict() with the sums of every process added up (one checkpoint for all)."""
-        return {"sums": self._reduced().cpu(), "examples": self.examples}
+        examples = self._reduced_count()
+        return {"sums": self._reduced().cpu(), "examples": examples}
+
+    def _reduced_count(self) -> int:
+        if self.reduce is None:
+            return self.examples
+        return int(self.reduce(torch.tensor([self.examples], device=self.device)).item())
 
     def _reduced(self) -> torch.Tensor:
         return self.reduce(self.sums.clone()) if self.reduce is not None else self.sums

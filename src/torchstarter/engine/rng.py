@@ -16,6 +16,8 @@ import torch
 
 ORDER_STREAM = 0
 AUGMENT_STREAM = 1
+LOADER_STREAM = 2  # DataLoader worker seeds, kept off the global generator
+RANK_STREAM = 1000  # + rank: the global generators of DDP processes other than the first
 
 
 def seed_everything(seed: int) -> None:

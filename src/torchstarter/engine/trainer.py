@@ -7,6 +7,7 @@ everything about files arrives through the `on_epoch_end` callback of fit().
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import signal
 import time
@@ -30,7 +31,16 @@ from torchstarter.engine.early_stopping import EarlyStopping
 from torchstarter.engine.interrupt import GracefulStop, StopRequested
 from torchstarter.engine.metrics import MetricTotals
 from torchstarter.engine.optim import build_optimizer, build_scheduler
-from torchstarter.engine.rng import AUGMENT_STREAM, epoch_generator, get_rng_state, set_rng_state
+from torchstarter.engine.rng import (
+    AUGMENT_STREAM,
+    LOADER_STREAM,
+    RANK_STREAM,
+    derived_seed,
+    epoch_generator,
+    get_rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from torchstarter.errors import UserError
 from torchstarter.tasks.base import Task
 
@@ -68,6 +78,8 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.train_model = self._training_forward(self.model)
         self.optimizer = build_optimizer(params, self.model)
+        if dist.rank > 0:  # DDP gave every process rank 0's weights; now its own dropout
+            seed_everything(derived_seed(params.seed, 0, RANK_STREAM + dist.rank))
         self.scheduler = build_scheduler(params, self.optimizer, params.metric_mode)
         self.early_stopping = EarlyStopping(params.metric_mode, params.early_stopping_patience)
         self.epoch = 0  # epochs completed
@@ -109,7 +121,11 @@ class Trainer:
         self.partial_epoch = state.get("partial_epoch")
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        if self.dist.rank == 0:
+            set_rng_state(state["rng"])
+        else:  # the checkpoint holds rank 0's generators; the others get a fresh stream
+            rank_stream = RANK_STREAM + self.dist.rank
+            seed_everything(derived_seed(self.params.seed, self.epoch, rank_stream))
 
     def _training_forward(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module the train step calls: DDP-wrapped across processes, maybe compiled."""
@@ -143,13 +159,16 @@ class Trainer:
         augment_gen = epoch_generator(p.seed, epoch, AUGMENT_STREAM + 1000 * dist.rank,
                                       self.device)
         totals = MetricTotals(self.task.metrics, self.device, dist.all_reduce_sum)
-        done = self._resume_position(epoch, totals, augment_gen)
+        global_groups = batch_groups(data, order, p.batch_size)
+        done = self._resume_position(epoch, totals, augment_gen, global_groups)
+        self.examples_this_call = -totals.examples
         bar = tqdm(total=len(data), initial=totals.examples, desc=f"epoch {epoch}/{p.num_epochs}",
                    unit="samples", leave=False, disable=None if dist.is_main else True,
                    dynamic_ncols=True)
         last_shown = time.monotonic()
-        groups = [dist.shard(g) for g in batch_groups(data, order, p.batch_size)]
-        batches = iterate_groups(data, [g for g, _ in groups], self.device, p.num_workers, done)
+        groups = [dist.shard(g) for g in global_groups]
+        batches = iterate_groups(data, [g for g, _ in groups], self.device, p.num_workers, done,
+                                 epoch_generator(p.seed, epoch, LOADER_STREAM))
         for step, (inputs, labels) in enumerate(batches, start=done + 1):
             placeholder = groups[step - 1][1]
             if self.task.augment is not None:
@@ -161,11 +180,13 @@ class Trainer:
             check = self.device.type == "cpu" or step % p.save_summary_steps == 0
             weighted, mean_loss, stop = self._share_step(loss, count, placeholder, check)
             if check and not bool(torch.isfinite(mean_loss)):
+                where = "" if self.device.type == "cpu" else " (a GPU checks every " \
+                    "save_summary_steps steps)"
                 raise UserError(
-                    f"loss is {float(mean_loss):g} at epoch {epoch}, step {step}; stopped "
-                    f"before updating, so last.pt (end of epoch {epoch - 1}) is the last good "
-                    f"checkpoint; lower learning_rate, set grad_clip_norm, or look for NaN "
-                    f"or infinite values in the data")
+                    f"loss is {float(mean_loss):g} at epoch {epoch}, step {step}{where}"
+                    f"; stopped before updating, so last.pt (end of epoch {epoch - 1}) is the "
+                    f"last good checkpoint; lower learning_rate, set grad_clip_norm, or look "
+                    f"for NaN or infinite values in the data")
             self.optimizer.zero_grad(set_to_none=True)
             self._backward(weighted)
             if not placeholder:
@@ -181,8 +202,9 @@ class Trainer:
                 last_shown = time.monotonic()
             if stop:
                 bar.close()
-                self._pause(epoch, step, totals, augment_gen)
+                self._pause(epoch, step, totals, augment_gen, global_groups)
         bar.close()
+        self.examples_this_call += totals.examples
         return totals.compute()
 
     def _backward(self, loss: torch.Tensor) -> None:
@@ -218,21 +240,28 @@ class Trainer:
         weight = (n * self.dist.world_size / shared[1]).to(loss.dtype)
         return loss * weight, shared[0] / shared[1], bool(check and shared[2] > 0)
 
-    def _resume_position(self, epoch: int, totals: MetricTotals,
-                         augment_gen: torch.Generator) -> int:
+    def _resume_position(self, epoch: int, totals: MetricTotals, augment_gen: torch.Generator,
+                         groups: list[torch.Tensor]) -> int:
         """Steps of this epoch already taken before an interruption (0 for a fresh epoch)."""
         partial, self.partial_epoch = self.partial_epoch, None
         if partial is None or partial["epoch"] != epoch:
             return 0
+        if partial.get("batches") != _fingerprint(groups):
+            raise UserError(
+                f"the checkpoint stopped at step {partial['step']} of epoch {epoch}, but this "
+                f"epoch's batches are not the ones it was cut from (params that group "
+                f"examples, such as bucket_by_length, or the data changed); restore with the "
+                f"same params and data dir")
         if self.dist.is_main:  # the saved sums are already the sums over every process
             totals.load_state_dict(partial["totals"])
             augment_gen.set_state(partial["augment_rng"])
         return partial["step"]
 
     def _pause(self, epoch: int, step: int, totals: MetricTotals,
-               augment_gen: torch.Generator) -> None:
+               augment_gen: torch.Generator, groups: list[torch.Tensor]) -> None:
         self.partial_epoch = {"epoch": epoch, "step": step, "totals": totals.reduced_state(),
-                              "augment_rng": augment_gen.get_state()}
+                              "augment_rng": augment_gen.get_state(),
+                              "batches": _fingerprint(groups)}
         raise StopRequested(self._signum(), f"at epoch {epoch}, step {step}")
 
     def _signum(self) -> int:
@@ -246,8 +275,11 @@ class Trainer:
         totals = MetricTotals(self.task.metrics, self.device, self.dist.all_reduce_sum)
         # Each process takes a contiguous part; the sums are added over processes at the end.
         order = torch.tensor_split(torch.arange(len(data)), self.dist.world_size)[self.dist.rank]
-        groups = batch_groups(data, order, self.params.batch_size)
-        for inputs, labels in iterate_groups(data, groups, self.device, self.params.num_workers):
+        # A process whose part is empty (fewer examples than processes) reads no batch but
+        # still joins the sum of the totals in compute().
+        groups = batch_groups(data, order, self.params.batch_size) if len(order) else []
+        for inputs, labels in iterate_groups(data, groups, self.device, self.params.num_workers,
+                                             generator=torch.Generator().manual_seed(0)):
             with self._autocast():
                 outputs = self.model(self._prepare(inputs))
                 loss, count = self.task.loss(outputs, labels)
@@ -277,7 +309,7 @@ class Trainer:
             improved = self.early_stopping.update(value, epoch)
             result = EpochResult(epoch, train_metrics, val_metrics, lr,
                                  time.perf_counter() - started, improved, train_seconds,
-                                 len(train_data))
+                                 self.examples_this_call)
             self.history.append(result.as_row())
             if on_epoch_end is not None:
                 on_epoch_end(result)
@@ -301,3 +333,11 @@ class Trainer:
         else:
             self.scheduler.step()
 
+
+def _fingerprint(groups: list[torch.Tensor]) -> str:
+    """Identifies an epoch's batches, so a mid-epoch resume can prove it skips the same ones."""
+    digest = hashlib.sha256()
+    for group in groups:
+        digest.update(group.cpu().numpy().tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()[:16]

@@ -33,6 +33,7 @@ def load_trained(model_dir: Path, restore: str = "best",
     check_compatible(trainer.model, state["model"], path)
     trainer.load_state_dict(state, weights_only=True)
     trainer.epoch = state["epoch"]
+    trainer.partial_epoch = state.get("partial_epoch")
     return task, params, trainer
 
 
@@ -40,7 +41,11 @@ def evaluate(model_dir: Path, data_dir: Path, split: str = "test", restore: str 
              overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], Path]:
     task, params, trainer = load_trained(model_dir, restore, overrides)
     data = load_splits(task, params, data_dir, (split,), trainer.data_info)[split]
-    metrics = {"epoch": trainer.epoch, "examples": len(data), **trainer.evaluate(data)}
+    metrics: dict[str, Any] = {"epoch": trainer.epoch}
+    partial = trainer.partial_epoch
+    if partial is not None:  # weights from inside an interrupted epoch, not from its end
+        metrics["partial_epoch"] = {"epoch": partial["epoch"], "step": partial["step"]}
+    metrics.update({"examples": len(data), **trainer.evaluate(data)})
     if task.evaluation_report is not None:
         metrics.update(task.evaluation_report(trainer.model, params, data, trainer.device))
     out = Path(model_dir) / files.metrics_file(split, restore)

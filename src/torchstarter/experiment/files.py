@@ -77,7 +77,7 @@ def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
         if not torch.cuda.is_available():
             raise UserError("params: device is 'cuda' but no CUDA GPU is visible; set "
                             "device to 'auto' or 'cpu'")
-        return torch.device("cuda", local_rank) if local_rank else torch.device("cuda")
+        return torch.device("cuda", local_rank)  # with its index, so device checks compare equal
     return torch.device("cpu")
 
 

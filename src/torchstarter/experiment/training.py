@@ -133,8 +133,11 @@ def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore:
                        else f"{type(exc).__name__}: {exc}")
         raise
     complete = trainer.epoch >= params.num_epochs or trainer.early_stopping.should_stop
-    record.end("finished" if complete else "interrupted",
-               None if complete else f"paused after epoch {trainer.epoch}")
+    try:
+        record.end("finished" if complete else "interrupted",
+                   None if complete else f"paused after epoch {trainer.epoch}")
+    except OSError as exc:  # the run itself is complete and saved: say so, do not fail it
+        log.warning("%s", exc)
     return trainer
 
 
@@ -169,11 +172,16 @@ def _run(model_dir: Path, data_dir: Path, task: Task, params: Params, device: to
                     f"batch {params.batch_size}" if dist.enabled else "")
         if main:
             write_json(model_dir / files.RESOLVED_PARAMS, params.to_dict())
-        if trainer.epoch >= params.num_epochs or trainer.early_stopping.should_stop:
-            logger.info("nothing to do: %d of %d epochs done%s; raise num_epochs (e.g. --set "
+        if trainer.early_stopping.should_stop:
+            logger.info("nothing to do: early stopping fired after epoch %d (%d epochs without "
+                        "a better val %s); raise early_stopping_patience or set it to null to "
+                        "train further", trainer.epoch, trainer.early_stopping.bad_epochs,
+                        params.metric)
+            return trainer
+        if trainer.epoch >= params.num_epochs:
+            logger.info("nothing to do: %d of %d epochs done; raise num_epochs (e.g. --set "
                         "num_epochs=%d) to train further", trainer.epoch, params.num_epochs,
-                        " and early stopping fired" if trainer.early_stopping.should_stop
-                        else "", params.num_epochs + 10)
+                        params.num_epochs + 10)
             return trainer
 
         trackers = EpochTrackers(model_dir, params, trainer.epoch) if main else None
