@@ -182,11 +182,12 @@ class Trainer:
             if check and not bool(torch.isfinite(mean_loss)):
                 where = "" if self.device.type == "cpu" else " (a GPU checks every " \
                     "save_summary_steps steps)"
+                kept = f"last.pt (end of epoch {self.epoch}) is the last good checkpoint" \
+                    if self.epoch else "no epoch had finished, so no checkpoint was written"
                 raise UserError(
                     f"loss is {float(mean_loss):g} at epoch {epoch}, step {step}{where}"
-                    f"; stopped before updating, so last.pt (end of epoch {epoch - 1}) is the "
-                    f"last good checkpoint; lower learning_rate, set grad_clip_norm, or look "
-                    f"for NaN or infinite values in the data")
+                    f"; stopped before updating: {kept}; lower learning_rate, set "
+                    f"grad_clip_norm, or look for NaN or infinite values in the data")
             self.optimizer.zero_grad(set_to_none=True)
             self._backward(weighted)
             if not placeholder:

@@ -41,6 +41,12 @@ def git_commit(folder: Path) -> str | None:
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def _program() -> str:
+    """`torchstarter`, whether it ran as the console script or as `python -m torchstarter`."""
+    name = Path(sys.argv[0]).name
+    return "torchstarter" if name in ("torchstarter", "__main__.py") else name
+
+
 def read_run_record(model_dir: Path) -> dict[str, Any] | None:
     try:
         record = json.loads((Path(model_dir) / RUN_RECORD).read_text(encoding="utf-8"))
@@ -64,7 +70,7 @@ class RunRecord:
                                                              "status", "error")})
         self.record = {
             "status": "running",
-            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "command": [_program(), *sys.argv[1:]],
             "cwd": str(Path.cwd()),
             "started": _now(),
             "ended": None,
