@@ -17,14 +17,18 @@ from optuna.trial import TrialState
 
 from torchstarter.errors import UserError
 from torchstarter.search.folders import (
+    CLAIM,
     claim,
+    claim_holder,
     ensure_trial_folder,
     read_run,
     release,
     train_resume_args,
 )
 from torchstarter.search.runner import Children, child_env, run_trial, train_command
-from torchstarter.search.study import latest_by_folder, open_storage
+from torchstarter.search.scheduler import WAIT, Search, SearchJob, Work
+from torchstarter.search.space import Objective, parse_search
+from torchstarter.search.study import latest_by_folder, open_storage, open_study
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 GRID = ["--grid", "learning_rate=1e-4,1e-3,1e-2"]
@@ -158,11 +162,11 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, sample_dat
     result = search(parent, sample_data, *grid, "--jobs", "2")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "2 trials: 1 finished, 1 failed" in result.stdout
-    assert "failed: learning_rate_1e30: error: loss is nan" in result.stdout
+    assert "failed: learning_rate_1e30: loss is nan" in result.stdout  # "error:" said once
     assert "best: learning_rate_0.001" in result.stdout
     failed = latest_by_folder(trials(parent))["learning_rate_1e30"]
     assert failed.state == TrialState.FAIL
-    assert failed.user_attrs["error"].startswith("error: loss is nan")
+    assert failed.user_attrs["error"].startswith("loss is nan")
 
     again = search(parent, sample_data, *grid)
     assert again.returncode == 1 and "1 failed" in again.stdout
@@ -194,6 +198,45 @@ def test_random_search_samples_n_trials_from_distributions_and_stops_there(tmp_p
     assert again.returncode == 0 and "2 trials: 2 finished" in again.stdout
     assert sorted(p for p in parent.iterdir() if p.is_dir()) == folders
     assert all(launches(f) == 1 for f in folders)
+
+
+def test_a_grid_given_other_values_trains_only_the_new_points(tmp_path, sample_data):
+    parent = make_parent(tmp_path)
+    first = search(parent, sample_data, "--grid", "learning_rate=1e-4")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "1 trial: 1 finished, 0 failed" in first.stdout  # singular
+    kept = (parent / FOLDERS[0] / "history.json").read_text()
+
+    rerun = search(parent, sample_data, "--grid", "learning_rate=1e-4,1e-2")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "2 trials: 2 finished, 0 failed" in rerun.stdout
+    assert re.search(r'best: learning_rate_0\.0\S*  accuracy \S+  \{"learning_rate": ',
+                     rerun.stdout)
+    assert launches(parent / FOLDERS[0]) == 1  # reused, never retrained
+    assert (parent / FOLDERS[0] / "history.json").read_text() == kept
+    assert launches(parent / FOLDERS[2]) == 1
+    study = trials(parent)
+    assert [t.state for t in study] == [TrialState.COMPLETE] * 2
+    assert [t.user_attrs["values"] for t in study] == [{"learning_rate": 1e-4},
+                                                      {"learning_rate": 1e-2}]
+
+
+def test_a_changed_random_space_exits_2_with_one_line_and_runs_nothing(tmp_path, sample_data):
+    parent = make_parent(tmp_path, {"method": "random", "n_trials": 2,
+                                    "space": {"dropout_rate": [0.3, 0.5, 0.7]}})
+    storage, where = open_storage(parent, None)
+    before = parse_search({"method": "random", "n_trials": 1,
+                           "space": {"dropout_rate": [0.3, 0.5]}}, "search.json")
+    study, _ = open_study(storage, parent.name, before, Objective("accuracy", "max", {}), where)
+    study.tell(study.ask(), 0.5)  # an earlier trial of the old space
+    result = search(parent, sample_data)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1
+    assert ("'dropout_rate' was [0.3, 0.5], now [0.3, 0.5, 0.7]); restore it, or search in a "
+            "new parent folder") in result.stderr
+    assert sorted(p.name for p in parent.iterdir()) == ["params.json", "search.journal",
+                                                        "search.json"]
+    assert len(trials(parent)) == 1
 
 
 def test_median_pruner_stops_a_trial_that_trails_the_others(tmp_path, sample_data):
@@ -269,3 +312,52 @@ def test_a_running_trial_gets_the_threads_of_a_freed_slot(tmp_path, sample_data)
     log = (folder / "search_trial.log").read_text()
     assert "search: a slot is free; now 2 threads" in log
     assert children.share_out(budget=2) == []  # nothing is running any more
+
+
+def searcher(parent, data, spec, **job):
+    objective = Objective("accuracy", "max", {})
+    base = json.loads((parent / "params.json").read_text())
+    said = []
+    search_ = Search(SearchJob(parent=parent, data_dir=data, spec=spec, objective=objective,
+                               base_raw=base, study_name=parent.name, **job), say=said.append)
+    return search_, said
+
+
+def test_a_seeded_search_rerun_with_more_trials_draws_new_values(tmp_path):
+    parent = make_parent(tmp_path)
+    raw = {"method": "random", "seed": 3, "space": {
+        "learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-1}}}
+    first, _ = searcher(parent, tmp_path, parse_search({**raw, "n_trials": 1}, "search.json"))
+    work = first.next_work()
+    first.study.tell(work.trial, 0.5)  # as if trained
+    release(work.claim_fd)
+
+    rerun, _ = searcher(parent, tmp_path, parse_search({**raw, "n_trials": 2}, "search.json"))
+    again = rerun.next_work()
+    assert isinstance(again, Work), again  # not WAIT: the earlier value is not drawn again
+    assert again.name != work.name
+    release(again.claim_fd)
+    assert not [t for t in trials(parent) if "duplicate_of" in t.user_attrs]
+
+
+def test_a_folder_held_by_another_process_is_waited_for_and_said_once(tmp_path):
+    parent = make_parent(tmp_path)
+    folder = ensure_trial_folder(parent, FOLDERS[1], {**TINY, "num_epochs": 1,
+                                                      "learning_rate": 1e-3})
+    held = claim(folder)  # this test's own claim: to the search, like another process
+    assert claim_holder(folder) == f"pid {os.getpid()}"
+    spec = parse_search({"space": {"learning_rate": [1e-3]}}, "search.json")
+    search_, said = searcher(parent, tmp_path, spec)
+    assert search_.next_work() == WAIT and search_.next_work() == WAIT
+    assert said == [f"waiting for {FOLDERS[1]} (held by pid {os.getpid()})"]
+    release(held)
+    (folder / CLAIM).write_text("otherhost 42\n")
+    assert claim_holder(folder) == "pid 42 on otherhost"
+
+
+def test_a_base_that_writes_out_a_default_still_matches_its_trial_folders(tmp_path):
+    params = {**TINY, "learning_rate": 0.01}
+    folder = ensure_trial_folder(tmp_path, "learning_rate_0.01", params)
+    assert ensure_trial_folder(tmp_path, "learning_rate_0.01", {**params, "seed": 230}) == folder
+    with pytest.raises(UserError, match=r"differs from the base params .*\(keys seed\)"):
+        ensure_trial_folder(tmp_path, "learning_rate_0.01", {**params, "seed": 1})

@@ -5,14 +5,17 @@ import math
 import subprocess
 import sys
 
+import optuna
 import pytest
 from conftest import REPO, TINY
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import InMemoryStorage
 
 from torchstarter.errors import UserError
 from torchstarter.search.space import (
+    Objective,
     check_against_params,
     grid_points,
     parse_grid_flags,
@@ -20,6 +23,7 @@ from torchstarter.search.space import (
     read_search_file,
     with_grid,
 )
+from torchstarter.search.study import make_sampler, open_study
 
 TUTORIAL = REPO / "experiments" / "signs" / "learning_rate"
 
@@ -105,6 +109,10 @@ def test_a_space_of_distributions_defaults_to_tpe_and_needs_n_trials():
      "unknown key 'stp' for a int distribution"),
     ({"space": {"task": ["signs", "ner"]}}, "'task' cannot be searched"),
     ({"space": {"num_threads": [1, 2]}}, "'num_threads' cannot be searched"),
+    ({"space": {"metric": ["accuracy", "loss"]}}, "'metric' cannot be searched (one search "
+                                                  "optimizes one metric; set 'metric' in"),
+    ({"space": {"metric_mode": ["max", "min"]}}, "'metric_mode' cannot be searched (set "
+                                                 "'direction' in search.json)"),
     ({"space": {"learning_rate": [1e-3]}, "direction": "up"}, "'direction' must be maximize"),
     ({"space": {"learning_rate": [1e-3]}, "pruner": "hyperband"}, "'pruner' must be one of"),
 ])
@@ -181,3 +189,128 @@ def test_bad_search_input_exits_2_with_one_line_and_creates_nothing(tmp_path, sa
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "did you mean 'learning_rate'" in result.stderr
     assert sorted(p.name for p in parent.iterdir()) == ["params.json", "search.json"]
+
+
+@pytest.mark.parametrize("key, distribution, message", [
+    ("num_channels", {"type": "uniform", "low": 4, "high": 16},
+     '\'num_channels\' is an integer, but a uniform distribution draws fractions; use '
+     '{"type": "int", "low": 4, "high": 16}'),
+    ("batch_size", {"type": "loguniform", "low": 7.5, "high": 64.5},
+     '\'batch_size\' is an integer, but a loguniform distribution draws fractions; use '
+     '{"type": "int", "low": 8, "high": 64}'),
+    ("optimizer", {"type": "int", "low": 0, "high": 1},
+     "'optimizer' is a string, so an int distribution cannot draw it; list its values"),
+    ("augmentation", {"type": "uniform", "low": 0, "high": 1},
+     "'augmentation' is true or false, so a uniform distribution"),
+])
+def test_a_distribution_that_does_not_fit_the_param_type_is_refused(key, distribution, message,
+                                                                     tmp_path):
+    spec = parse_search({"method": "random", "n_trials": 2, "space": {key: distribution}},
+                        "P/search.json")
+    with pytest.raises(UserError) as info:
+        check_against_params(spec, TINY, tmp_path / "params.json")
+    assert str(info.value).startswith(f"P/search.json: space '{key}': ")
+    assert message in str(info.value)
+
+
+def test_distributions_that_fit_the_param_type_are_accepted(tmp_path):
+    spec = parse_search({"method": "random", "n_trials": 2, "space": {
+        "num_channels": {"type": "int", "low": 4, "high": 16},
+        "learning_rate": {"type": "int", "low": 1, "high": 2},  # ints are numbers too
+        "dropout_rate": {"type": "uniform", "low": 0.1, "high": 0.5},
+        "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+        "augmentation": [True, False]}}, "search.json")
+    assert check_against_params(spec, TINY, tmp_path / "params.json").metric == "accuracy"
+
+
+def test_a_wrong_data_dir_exits_2_with_one_line_before_anything_is_created(tmp_path,
+                                                                          sample_raw):
+    parent = tmp_path / "P"
+    parent.mkdir()
+    (parent / "params.json").write_text(json.dumps(TINY))
+    (parent / "search.json").write_text(json.dumps({"space": {"learning_rate": [1e-3]}}))
+    result = subprocess.run([sys.executable, "-m", "torchstarter", "search", "--parent-dir",
+                             str(parent), "--data-dir", str(sample_raw)],  # raw, not built
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "val_signs: folder not found" in result.stderr
+    assert sorted(p.name for p in parent.iterdir()) == ["params.json", "search.json"]
+
+
+# ---- the space a study began with ---------------------------------------------------------
+
+OBJECTIVE = Objective("accuracy", "max", {})
+
+
+def grid(**lists):
+    return parse_search({"space": lists}, "P/search.json")
+
+
+def sampled(**space):
+    return parse_search({"method": "random", "n_trials": 3, "seed": 1, "space": space},
+                        "P/search.json")
+
+
+def test_a_grid_may_change_its_values_and_keeps_the_study_key_order():
+    storage = InMemoryStorage()
+    open_study(storage, "s", grid(learning_rate=[1e-4, 1e-3], num_channels=[4]), OBJECTIVE,
+               "P")
+    _, spec = open_study(storage, "s", grid(num_channels=[4, 8], learning_rate=[1e-4, 1e-2]),
+                         OBJECTIVE, "P")
+    assert list(spec.space) == ["learning_rate", "num_channels"]  # so folder names match
+    assert grid_points(spec)[1] == {"learning_rate": 1e-4, "num_channels": 8}
+
+
+@pytest.mark.parametrize("first, then, message", [
+    (grid(learning_rate=[1e-3]), sampled(learning_rate=[1e-3, 1e-2]),
+     "method was grid, now random"),
+    (grid(learning_rate=[1e-3]), grid(learning_rate=[1e-3], num_channels=[4, 8]),
+     "keys were learning_rate, now learning_rate, num_channels"),
+    (sampled(dropout_rate=[0.3, 0.5]), sampled(dropout_rate=[0.3, 0.5, 0.7]),
+     "'dropout_rate' was [0.3, 0.5], now [0.3, 0.5, 0.7]"),
+    (sampled(learning_rate={"type": "loguniform", "low": 1e-4, "high": 1e-2}),
+     sampled(learning_rate={"type": "loguniform", "low": 1e-4, "high": 1e-1}),
+     "'learning_rate' was {\"type\": \"loguniform\", \"low\": 0.0001, \"high\": 0.01}"),
+])
+def test_a_study_refuses_another_space_and_points_to_a_new_parent_folder(first, then, message):
+    storage = InMemoryStorage()
+    open_study(storage, "s", first, OBJECTIVE, "P")
+    with pytest.raises(UserError) as info:
+        open_study(storage, "s", then, OBJECTIVE, "P")
+    text = str(info.value)
+    assert text.startswith("P/search.json: the space differs from the one study 's' was "
+                           "started with (")
+    assert message in text and text.endswith("or search in a new parent folder")
+
+
+def test_a_study_refuses_another_metric_and_points_to_a_new_parent_folder():
+    storage = InMemoryStorage()
+    open_study(storage, "s", grid(learning_rate=[1e-3]), OBJECTIVE, "P")
+    with pytest.raises(UserError, match=r"optimizes accuracy \(maximize\), not loss "
+                                        r"\(minimize\); keep its metric, or search with loss "
+                                        r"in a new parent folder$"):
+        open_study(storage, "s", grid(learning_rate=[1e-3]), Objective("loss", "min", {}), "P")
+
+
+def test_a_seeded_sampler_moves_on_by_the_trials_the_study_holds():
+    spec = sampled(learning_rate={"type": "loguniform", "low": 1e-4, "high": 1e-1})
+    distribution = spec.space["learning_rate"].distribution()
+
+    def draws(trials_so_far, count=4):
+        study = optuna.create_study(sampler=make_sampler(spec, trials_so_far))
+        return [study.ask({"learning_rate": distribution}).params["learning_rate"]
+                for _ in range(count)]
+
+    assert draws(0) == draws(0)  # still reproducible
+    assert not set(draws(0)) & set(draws(2))
+
+
+def test_a_study_from_before_spaces_were_recorded_is_checked_against_its_trials():
+    storage = InMemoryStorage()
+    old = optuna.create_study(storage=storage, study_name="s", direction="maximize")
+    old.tell(old.ask({"dropout_rate": CategoricalDistribution((0.3, 0.5))}), 0.5)
+    with pytest.raises(UserError, match=r"\(trial 0 has 'dropout_rate' from Categorical"):
+        open_study(storage, "s", sampled(dropout_rate=[0.3, 0.5, 0.7]), OBJECTIVE, "P")
+    open_study(storage, "s", sampled(dropout_rate=[0.3, 0.5]), OBJECTIVE, "P")
+    with pytest.raises(UserError, match="'dropout_rate' was"):  # recorded now
+        open_study(storage, "s", sampled(dropout_rate=[0.5, 0.3]), OBJECTIVE, "P")

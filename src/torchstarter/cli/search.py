@@ -42,6 +42,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
          help="run failed trials again (continuing from their last checkpoint)")
 
 
+def _check_data(base_raw: dict, base_path: Path, data_dir: Path) -> None:
+    """Load the train and val splits once, as train will: a wrong --data-dir would fail
+    every trial, and a rerun would then need --retry-failed."""
+    from torchstarter.experiment.training import load_splits
+    from torchstarter.tasks.registry import resolve_params
+
+    task, params = resolve_params(base_raw, str(base_path), base_path.parent)
+    try:
+        data_info = task.describe_data(params, data_dir) if task.describe_data else None
+        load_splits(task, params, data_dir, ("train", "val"), data_info)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--data-dir {data_dir}: cannot read the {task.name} data "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                        f"check --data-dir") from None
+
+
 def _load(args: argparse.Namespace):
     from torchstarter.config.params import read_params_file
     from torchstarter.search.scheduler import SearchJob
@@ -71,21 +87,26 @@ def _load(args: argparse.Namespace):
     base_path = parent / "params.json"
     base_raw = read_params_file(base_path)
     objective = check_against_params(spec, base_raw, base_path)
+    _check_data(base_raw, base_path, Path(args.data_dir))
     return SearchJob(parent=parent, data_dir=Path(args.data_dir), spec=spec,
                      objective=objective, base_raw=base_raw,
                      study_name=args.study_name or parent.resolve().name, jobs=args.jobs,
                      storage=args.storage, retry_failed=args.retry_failed)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def run(args: argparse.Namespace) -> int:
     from torchstarter.search.scheduler import Search
+    from torchstarter.search.study import trial_values
 
     job = _load(args)
     search = Search(job, say=lambda line: print(line, flush=True))
-    space = ", ".join(job.spec.space)
-    plan = (f"grid of {len(search.grid)} point{'s' if len(search.grid) > 1 else ''}"
-            if search.grid is not None
-            else f"{job.spec.method}, {job.spec.n_trials} trials")
+    space = ", ".join(search.spec.space)
+    plan = (f"grid of {_count(len(search.grid), 'point')}" if search.grid is not None
+            else f"{search.spec.method}, {_count(search.spec.n_trials, 'trial')}")
     print(f"search '{job.study_name}' in {search.where}: {plan} over {space}; "
           f"{search.workers} at once x {search.threads} thread"
           f"{'s' if search.threads > 1 else ''}; {job.objective.metric} "
@@ -96,11 +117,11 @@ def run(args: argparse.Namespace) -> int:
     total = sum(counts.values())
     parts = [f"{counts[s]} {s}" for s in ("finished", "pruned", "failed", "unfinished")
              if counts[s] or s in ("finished", "failed")]
-    print(f"\n{total} trials: {', '.join(parts)}")
+    print(f"\n{_count(total, 'trial')}: {', '.join(parts)}")
     for name, error in summary.failures:
         print(f"  failed: {name}: {error}")
     if summary.best is not None:
-        values = json.dumps(summary.best.params)
+        values = json.dumps(trial_values(summary.best))
         print(f"best: {summary.best.user_attrs.get('folder')}  {summary.metric} "
               f"{summary.best.value:.4f}  {values}")
     from torchstarter.report.synthesize import synthesize

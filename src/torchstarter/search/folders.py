@@ -48,12 +48,19 @@ def _same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
+def _resolved(params: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """Every param with its default filled in: "seed": 230 written out is no change."""
+    from torchstarter.tasks.registry import resolve_params
+
+    return resolve_params(params, str(Path(folder) / files.PARAMS), Path(folder))[1].to_dict()
+
+
 def ensure_trial_folder(parent: Path, name: str, params: Mapping[str, Any]) -> Path:
     """Create parent/name with its params.json in one rename, or check the existing one.
 
     The folder appears complete or not at all, so another worker that sees it can read
-    its params. An existing folder must hold exactly these params: a study never mixes
-    trials run from different base params.
+    its params. An existing folder must hold these params (defaults filled in, so a
+    default written out is no change): a study never mixes trials of different bases.
     """
     folder = Path(parent) / name
     if not folder.exists():
@@ -71,9 +78,11 @@ def ensure_trial_folder(parent: Path, name: str, params: Mapping[str, Any]) -> P
         raise UserError(f"{folder}: exists without a params.json; move it away so the search "
                         f"can use this name")
     existing = read_params_file(folder / files.PARAMS)
-    if not _same(existing, dict(params)):
-        changed = sorted(k for k in set(existing) | set(params)
-                         if not _same(existing.get(k), params.get(k)))
+    if _same(existing, dict(params)):
+        return folder
+    old, new = _resolved(existing, folder), _resolved(params, folder)
+    changed = sorted(k for k in set(old) | set(new) if not _same(old.get(k), new.get(k)))
+    if changed:
         raise UserError(f"{folder / files.PARAMS}: differs from the base params plus this "
                         f"trial's values (keys {', '.join(changed)}); restore "
                         f"{Path(parent) / files.PARAMS}, or search in a new parent folder")
@@ -88,9 +97,25 @@ def claim(folder: Path) -> int | None:
     except BlockingIOError:
         os.close(fd)
         return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())  # for humans only
+    note_holder(fd, os.getpid())
     return fd
+
+
+def note_holder(fd: int, pid: int) -> None:
+    """Write who holds a claim into its file, for the `waiting for` line (humans only)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{socket.gethostname()} {pid}\n".encode(), 0)
+
+
+def claim_holder(folder: Path) -> str | None:
+    """Who holds the folder, as its claim file says: "pid N", with the host when not this one."""
+    try:
+        host, _, pid = (Path(folder) / CLAIM).read_text(encoding="utf-8").strip().rpartition(" ")
+    except OSError:
+        return None
+    if not pid.isdigit():
+        return None
+    return f"pid {pid}" if host in ("", socket.gethostname()) else f"pid {pid} on {host}"
 
 
 def release(fd: int) -> None:
@@ -155,7 +180,10 @@ def train_resume_args(folder: Path) -> list[str]:
 
 
 def last_error_line(log: Path, limit: int = 300) -> str:
-    """The child's `error: ...` line, else its last line: what the summary shows."""
+    """The message of the child's `error: ...` line, else its last line: what the summary shows.
+
+    The prefix goes: the search prints it after "failed:", which says the same.
+    """
     try:
         with open(log, "rb") as fh:
             fh.seek(max(0, os.path.getsize(log) - 65536))
@@ -165,4 +193,4 @@ def last_error_line(log: Path, limit: int = 300) -> str:
     lines = [line.strip() for line in lines if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     text = (errors or lines or ["no output"])[-1]
-    return text[:limit]
+    return text.removeprefix("error:").strip()[:limit]

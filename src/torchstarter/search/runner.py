@@ -26,7 +26,13 @@ import optuna
 
 from torchstarter.experiment import files
 from torchstarter.search.child import THREADS_FILE
-from torchstarter.search.folders import TRIAL_LOG, best_value, last_error_line, train_resume_args
+from torchstarter.search.folders import (
+    TRIAL_LOG,
+    best_value,
+    last_error_line,
+    note_holder,
+    train_resume_args,
+)
 from torchstarter.utils.atomic import atomic_open
 
 STOPPED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM}
@@ -176,6 +182,7 @@ def run_trial(trial: optuna.Trial, folder: Path, data_dir: Path, metric: str, th
                                     pass_fds=(claim_fd,), start_new_session=True)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    note_holder(claim_fd, proc.pid)  # the child keeps the claim, even past this search
     children.add(proc, folder, threads)
     reporter = EpochReporter(trial, folder, metric)
     pruned = False

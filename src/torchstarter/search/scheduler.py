@@ -30,6 +30,7 @@ from torchstarter.search.folders import (
     DiskRun,
     child_params,
     claim,
+    claim_holder,
     ensure_trial_folder,
     read_run,
     release,
@@ -106,18 +107,21 @@ def visible_gpus() -> list[str]:
 class Search:
     def __init__(self, job: SearchJob, say: Callable[[str], None] = print):
         self.job = job
-        self.spec = job.spec
         self._say = say
         self._say_lock = threading.Lock()
         self.storage, self.where = st.open_storage(job.parent, job.storage)
-        self.study = st.open_study(self.storage, job.study_name, job.spec, job.objective,
-                                   self.where)
-        self.distributions = {k: d.distribution() for k, d in job.spec.space.items()}
-        self.grid = ([(trial_folder_name(v), v) for v in grid_points(job.spec)]
-                     if job.spec.method == "grid" else None)
+        self.study, self.spec = st.open_study(self.storage, job.study_name, job.spec,
+                                              job.objective, self.where,
+                                              own_storage=job.storage is None)
+        self.grid = ([(trial_folder_name(v), v) for v in grid_points(self.spec)]
+                     if self.spec.method == "grid" else None)
+        # Grid trials register no Optuna params (see study.py); sampled ones need them.
+        self.distributions = ({} if self.grid is not None else
+                              {k: d.distribution() for k, d in self.spec.space.items()})
         self.lock = threading.Lock()  # guards choosing work and the sets below
         self.running: set[str] = set()  # folders this process is running now
         self.attempted: set[str] = set()  # folders this process has dealt with
+        self.waited_for: set[str] = set()  # folders held elsewhere, already announced
         self.duplicates = 0
         self.children = Children()
         self.fatal: BaseException | None = None
@@ -157,7 +161,7 @@ class Search:
     def check_existing_folders(self) -> None:
         """Fail on a folder whose params differ before any trial starts, not midway."""
         latest = self._latest()
-        pairs = self.grid if self.grid is not None else [(n, t.params) for n, t in
+        pairs = self.grid if self.grid is not None else [(n, st.trial_values(t)) for n, t in
                                                          latest.items()]
         for name, values in pairs:
             if (self.job.parent / name).exists():
@@ -180,7 +184,7 @@ class Search:
         if self.grid is not None:
             candidates = [(name, values, self.distributions) for name, values in self.grid]
         else:
-            candidates = [(name, dict(t.params), dict(t.distributions))
+            candidates = [(name, st.trial_values(t), dict(t.distributions))
                           for name, t in latest.items()]
         for name, values, distributions in candidates:
             if name in self.running or name in self.attempted or self._final(latest.get(name)):
@@ -188,10 +192,19 @@ class Search:
             work = self._claim(name, values, distributions)
             if work is not None:
                 return work
+            self._announce_wait(name)
             waiting = True
         if self.grid is None and len(latest) < self.spec.n_trials:
             return self._sample(latest)
         return WAIT if waiting else None
+
+    def _announce_wait(self, name: str) -> None:
+        """Say once why this process idles: another process holds the folder."""
+        if name in self.waited_for:
+            return
+        self.waited_for.add(name)
+        holder = claim_holder(self.job.parent / name)
+        self.say(f"waiting for {name} (held by {holder or 'another process'})")
 
     def _sample(self, latest: dict[str, FrozenTrial]) -> Work | str | None:
         trial = self.study.ask(self.distributions)
@@ -212,6 +225,7 @@ class Search:
             self.study.tell(trial, state=TrialState.FAIL)
             return WAIT
         trial.set_user_attr(st.FOLDER_ATTR, name)
+        trial.set_user_attr(st.VALUES_ATTR, values)
         work.trial = trial
         return work
 
@@ -251,6 +265,7 @@ class Search:
         """A new study trial for a folder; an abandoned one it replaces is closed as failed."""
         trial = st.ask_with_values(self.study, self.storage, work.values, work.distributions)
         trial.set_user_attr(st.FOLDER_ATTR, work.name)
+        trial.set_user_attr(st.VALUES_ATTR, work.values)
         if stale is not None and stale.state == TrialState.RUNNING:
             self.study.tell(stale.number, state=TrialState.FAIL, skip_if_finished=True)
         return trial
@@ -291,6 +306,7 @@ class Search:
             trial = st.ask_with_values(self.study, self.storage, work.values,
                                        work.distributions)
             trial.set_user_attr(st.FOLDER_ATTR, work.name)
+            trial.set_user_attr(st.VALUES_ATTR, work.values)
             if disk.error:
                 trial.set_user_attr(st.ERROR_ATTR, disk.error)
             self.study.tell(trial, disk.value, state=state)

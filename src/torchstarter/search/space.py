@@ -44,7 +44,9 @@ DISTRIBUTION_KEYS = {
 }
 # Params a search cannot vary, and why.
 UNSEARCHABLE = {"task": "a search compares settings of one task",
-                "num_threads": "search sets it from --jobs"}
+                "num_threads": "search sets it from --jobs",
+                "metric": "one search optimizes one metric; set 'metric' in search.json",
+                "metric_mode": "set 'direction' in search.json"}
 
 Scalar = None | bool | int | float | str
 
@@ -66,6 +68,17 @@ class Dimension:
         if self.kind == "int":
             return IntDistribution(int(self.low), int(self.high), step=self.step, log=self.log)
         return FloatDistribution(self.low, self.high, log=self.kind == "loguniform")
+
+    def describe(self) -> Any:
+        """The search.json form of this entry: what a study records and error lines show."""
+        if self.kind == "values":
+            return list(self.choices)
+        if self.kind == "categorical":
+            return {"type": "categorical", "choices": list(self.choices)}
+        if self.kind == "int":
+            extra = {"step": self.step} if self.step != 1 else {"log": True} if self.log else {}
+            return {"type": "int", "low": int(self.low), "high": int(self.high), **extra}
+        return {"type": self.kind, "low": self.low, "high": self.high}
 
     def examples(self) -> tuple[Scalar, ...]:
         """Values that stand for the whole range when checking them against the params schema."""
@@ -271,14 +284,43 @@ def grid_points(spec: SearchSpec) -> list[dict[str, Scalar]]:
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*lists)]
 
 
+def parse_dimension(entry: Any, where: str) -> Dimension:
+    """One space entry in its search.json form (a list or a distribution object)."""
+    return _dimension(entry, where)
+
+
+# Distributions a params field of each type can take; lists and categorical fit every type.
+SAMPLED_KINDS = {int: ("int",), float: ("uniform", "loguniform", "int"), str: (), bool: ()}
+
+
+def _check_kind(spec: SearchSpec, key: str, dim: Dimension, field_type: type) -> None:
+    """A uniform draw on an integer param fails every trial: refuse it here instead."""
+    if dim.kind in ("values", "categorical") or dim.kind in SAMPLED_KINDS.get(field_type, ()):
+        return
+    where = f"{spec.source}: space '{key}'"
+    if field_type is int:
+        raise UserError(f"{where}: '{key}' is an integer, but a {dim.kind} distribution draws "
+                        f"fractions; use {{\"type\": \"int\", \"low\": {math.ceil(dim.low)}, "
+                        f"\"high\": {math.floor(dim.high)}}}")
+    kind = "true or false" if field_type is bool else "a string"
+    article = "an" if dim.kind == "int" else "a"
+    raise UserError(f"{where}: '{key}' is {kind}, so {article} {dim.kind} distribution cannot "
+                    f"draw it; "
+                    f"list its values instead, e.g. [...] or "
+                    f'{{"type": "categorical", "choices": [...]}}')
+
+
 def check_against_params(spec: SearchSpec, base_raw: Mapping[str, Any], base_path: Path
                          ) -> Objective:
     """Validate the base params, every searched value and the metric, before anything runs."""
-    from torchstarter.tasks.registry import resolve_params
+    from torchstarter.tasks.registry import full_schema, resolve_params
 
     base_dir = Path(base_path).parent
-    _, base = resolve_params(base_raw, str(base_path), base_dir)
+    task, base = resolve_params(base_raw, str(base_path), base_dir)
+    schema = full_schema(task)
     for key, dim in spec.space.items():
+        if key in schema:
+            _check_kind(spec, key, dim, schema[key].type)
         for value in dim.examples():
             resolve_params({**base_raw, key: value}, f"{spec.source} ('{key}': "
                            f"{json.dumps(value)})", base_dir)

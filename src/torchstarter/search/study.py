@@ -3,12 +3,20 @@
 Each Optuna trial carries the name of its folder (user attr "folder"). A folder may
 have several trials when a run was interrupted and continued; the one with the highest
 number is the folder's current state, so earlier ones never count twice.
+
+Grid trials register no Optuna params: Optuna refuses a categorical param whose list
+of choices changes within a study, and a grid may gain values between two runs. Their
+values are a user attr ("values") instead, which every trial carries. The study also
+records its method and space, so a rerun with another space is refused rather than
+counted together with trials it never asked for.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +27,15 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from torchstarter.errors import UserError
-from torchstarter.search.space import Objective, SearchSpec
+from torchstarter.search.space import Objective, SearchSpec, parse_dimension
 
 DEFAULT_STORAGE = "search.journal"
 FOLDER_ATTR = "folder"
 ERROR_ATTR = "error"
 INTERRUPTED_ATTR = "interrupted"
 METRIC_ATTR = "metric"
+SPACE_ATTR = "search_space"  # {"method": ..., "space": {key: its search.json form}}
+VALUES_ATTR = "values"  # the trial's exact values; grid trials register no Optuna params
 OPTUNA_DIRECTION = {"max": "maximize", "min": "minimize"}
 
 
@@ -57,10 +67,17 @@ def open_storage(parent: Path, storage: str | None) -> tuple[BaseStorage, str]:
     return JournalStorage(JournalFileBackend(str(path))), str(path)
 
 
-def make_sampler(spec: SearchSpec) -> BaseSampler:
+def make_sampler(spec: SearchSpec, trials_so_far: int = 0) -> BaseSampler:
+    """The sampler of random and tpe; a seeded one continues where the study left off.
+
+    Optuna's seeded samplers draw the same sequence every time they are built, so a
+    rerun would propose the earlier trials' values again: the seed moves on by the
+    number of trials the study already holds.
+    """
+    seed = None if spec.seed is None else spec.seed + trials_so_far
     if spec.method == "tpe":
-        return optuna.samplers.TPESampler(seed=spec.seed)
-    return optuna.samplers.RandomSampler(seed=spec.seed)  # grid trials use FixedValues
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)  # grid trials use FixedValues
 
 
 def make_pruner(spec: SearchSpec) -> optuna.pruners.BasePruner:
@@ -92,21 +109,83 @@ class FixedValues(BaseSampler):
 
 
 def open_study(storage: BaseStorage, study_name: str, spec: SearchSpec, objective: Objective,
-               where: str) -> optuna.Study:
-    """Create the study or join it; refuse to mix metrics in one study."""
+               where: str, own_storage: bool = True) -> tuple[optuna.Study, SearchSpec]:
+    """Create the study or join it; refuse to mix metrics or spaces in one study.
+
+    Returns the study and the spec with its keys in the study's order, so that trial
+    folder names stay the same when only the order of the keys changed.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     direction = OPTUNA_DIRECTION[objective.mode]
     study = optuna.create_study(storage=storage, study_name=study_name, direction=direction,
-                                sampler=make_sampler(spec), pruner=make_pruner(spec),
-                                load_if_exists=True)
+                                pruner=make_pruner(spec), load_if_exists=True)
+    elsewhere = ("a new parent folder" if own_storage else
+                 f"a new parent folder with a study name other than '{study_name}' "
+                 f"(--study-name)")
     recorded = study.user_attrs.get(METRIC_ATTR)
     if recorded is None:
         study.set_user_attr(METRIC_ATTR, objective.metric)
     elif recorded != objective.metric or study.direction.name.lower() != direction:
         raise UserError(f"{where}: study '{study_name}' optimizes {recorded} "
                         f"({study.direction.name.lower()}), not {objective.metric} ({direction}); "
-                        f"keep its metric, or pass --study-name to start another study")
-    return study
+                        f"keep its metric, or search with {objective.metric} in {elsewhere}")
+    spec = _same_space(study, spec, elsewhere)
+    study.sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
+    return study, spec
+
+
+def space_record(spec: SearchSpec) -> dict[str, Any]:
+    return {"method": spec.method, "space": {k: d.describe() for k, d in spec.space.items()}}
+
+
+def space_changes(recorded: Mapping[str, Any], spec: SearchSpec) -> list[str]:
+    """How spec differs from the space a study began with; a grid may change its values."""
+    old_space = recorded.get("space", {})
+    if recorded.get("method") != spec.method:
+        return [f"method was {recorded.get('method')}, now {spec.method}"]
+    if set(old_space) != set(spec.space):
+        return [f"keys were {', '.join(old_space)}, now {', '.join(spec.space)}"]
+    if spec.method == "grid":
+        return []  # new values are new folders; finished ones are reused
+    changes = []
+    for key, dim in spec.space.items():
+        old = parse_dimension(old_space[key], f"study space '{key}'")
+        if old.distribution() != dim.distribution():
+            changes.append(f"'{key}' was {json.dumps(old_space[key])}, "
+                           f"now {json.dumps(dim.describe())}")
+    return changes
+
+
+def _changes_from_trials(study: optuna.Study, spec: SearchSpec) -> list[str]:
+    """For a study without a recorded space: the params its trials registered."""
+    wanted = {k: d.distribution() for k, d in spec.space.items()}
+    for trial in study.get_trials(deepcopy=False):
+        for key, distribution in trial.distributions.items():
+            if wanted.get(key) != distribution:
+                return [f"trial {trial.number} has '{key}' from {distribution}"]
+    return []
+
+
+def _same_space(study: optuna.Study, spec: SearchSpec, elsewhere: str) -> SearchSpec:
+    recorded = study.user_attrs.get(SPACE_ATTR)
+    if recorded is None:  # a new study, or one from before spaces were recorded
+        changes = [] if spec.method == "grid" else _changes_from_trials(study, spec)
+        if not changes:
+            study.set_user_attr(SPACE_ATTR, space_record(spec))
+            return spec
+    else:
+        changes = space_changes(recorded, spec)
+    if changes:
+        raise UserError(f"{spec.source}: the space differs from the one study "
+                        f"'{study.study_name}' was started with ({'; '.join(changes)}); restore "
+                        f"it, or search in {elsewhere}")
+    return replace(spec, space={k: spec.space[k] for k in recorded["space"]})
+
+
+def trial_values(trial: FrozenTrial) -> dict[str, Any]:
+    """The values a trial was run with (grid trials keep them in a user attr)."""
+    values = trial.user_attrs.get(VALUES_ATTR)
+    return dict(values) if isinstance(values, dict) else dict(trial.params)
 
 
 def ask_with_values(study: optuna.Study, storage: BaseStorage, values: Mapping[str, Any],
