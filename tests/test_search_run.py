@@ -249,7 +249,11 @@ def test_median_pruner_stops_a_trial_that_trails_the_others(tmp_path, sample_dat
     slow = parent / "learning_rate_1e-09"
     assert latest_by_folder(trials(parent))[slow.name].state == TrialState.PRUNED
     assert epochs_done(slow) < 6
-    assert json.loads((slow / "run.json").read_text())["status"] == "interrupted"
+    record = json.loads((slow / "run.json").read_text())
+    assert record["status"] == "pruned" and "pruned by the search" in record["error"]
+    row = next(line for line in (parent / "results.md").read_text().splitlines()
+               if "learning_rate_1e-09" in line)
+    assert "pruned" in row
 
 
 # ---- the pieces, without training --------------------------------------------------------

@@ -2,6 +2,7 @@
 
 Written when a run starts (status "running") and again when it ends (finished,
 failed or interrupted), so a folder always says whether its numbers are complete.
+A search marks a trial it stopped early as "pruned".
 A process killed outright leaves "running"; the next run notes that in `attempts`.
 """
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import optuna
 
 from torchstarter.experiment import files
+from torchstarter.experiment.run_record import read_run_record
 from torchstarter.search.child import THREADS_FILE
 from torchstarter.search.folders import (
     TRIAL_LOG,
@@ -33,7 +34,7 @@ from torchstarter.search.folders import (
     note_holder,
     train_resume_args,
 )
-from torchstarter.utils.atomic import atomic_open
+from torchstarter.utils.atomic import atomic_open, write_json
 
 STOPPED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM}
 
@@ -163,6 +164,15 @@ class EpochReporter:
         return new
 
 
+def mark_pruned(folder: Path, epochs: int) -> None:
+    """Let run.json say the search stopped the trial on purpose, not that it was cut off."""
+    record = read_run_record(folder)
+    if record is not None and record.get("status") == "interrupted":
+        record.update(status="pruned", error=f"pruned by the search after epoch {epochs}")
+        with contextlib.suppress(OSError):
+            write_json(Path(folder) / files.RUN_RECORD, record)
+
+
 def run_trial(trial: optuna.Trial, folder: Path, data_dir: Path, metric: str, threads: int,
               gpu: str | None, claim_fd: int, children: Children, prune: bool,
               poll_seconds: float = 0.5) -> TrialResult:
@@ -208,6 +218,7 @@ def run_trial(trial: optuna.Trial, folder: Path, data_dir: Path, metric: str, th
                                seconds=seconds, epochs=reporter.reported)
         return TrialResult("finished", value, seconds=seconds, epochs=reporter.reported)
     if pruned:
+        mark_pruned(folder, reporter.reported)
         return TrialResult("pruned", seconds=seconds, epochs=reporter.reported)
     if children.stop_signal is not None or code in STOPPED_CODES:
         return TrialResult("interrupted", error="interrupted; rerun the search to continue it",
