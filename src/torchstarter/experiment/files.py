@@ -8,11 +8,14 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from tqdm import tqdm
 
 from torchstarter.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 PARAMS = "params.json"
 RESOLVED_PARAMS = "resolved_params.json"
@@ -73,6 +76,8 @@ def archive_outputs(model_dir: Path) -> Path:
 
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
     """cuda:<local rank> under torchrun, so each process drives its own GPU."""
+    import torch  # here, so that commands which only read a model dir start without torch
+
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise UserError("params: device is 'cuda' but no CUDA GPU is visible; set "
