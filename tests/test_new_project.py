@@ -111,6 +111,33 @@ def test_a_failed_new_leaves_no_partial_project(tmp_path, monkeypatch, existed):
     assert not existed or not any(folder.iterdir())
 
 
+def test_new_writes_beside_hidden_entries_and_a_failure_keeps_them(tmp_path, monkeypatch):
+    """`git init` first, then `new`: .git is neither refused nor touched."""
+    folder = tmp_path / "repo"
+    (folder / ".git").mkdir(parents=True)
+    (folder / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+
+    def fail(data: Path) -> list[str]:
+        raise OSError("disk full")
+
+    broken = dataclasses.replace(blueprints.BLUEPRINTS["signs"], prepare_data=fail)
+    monkeypatch.setitem(blueprints.BLUEPRINTS, "signs", broken)
+    with pytest.raises(OSError):
+        create_project(folder, "signs")
+    assert [p.name for p in folder.iterdir()] == [".git"]
+    monkeypatch.undo()
+    create_project(folder, "signs")
+    assert (folder / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert (folder / "experiments/base_model/params.json").is_file()
+
+
+def test_new_under_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    assert main(["new", str(tmp_path / "afile" / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot create this folder" in err
+
+
 @pytest.mark.parametrize("folder, name", [
     ("my_project", "my_project"), ("My Project-2", "my_project_2"), ("2048", "project_2048"),
     ("---", "project"), ("café au lait", "caf_au_lait"), ("If", "project_if")])

@@ -278,3 +278,46 @@ def test_a_plot_that_fails_becomes_a_note_and_the_table_is_still_written(tmp_pat
     assert [p.name for p in report.written] == ["results.md", "results.csv",
                                                 "learning_curves.png"]
     assert len(read_csv(tmp_path / "results.csv")) == 2
+
+
+def test_a_results_md_the_user_wrote_is_never_replaced(tmp_path, capsys):
+    fake_run(tmp_path / "a", epochs=2)
+    (tmp_path / "results.md").write_text("# my notes\n")
+    assert main(["synthesize", "--parent-dir", str(tmp_path)]) == 2
+    assert "was not written by synthesize" in capsys.readouterr().err
+    assert (tmp_path / "results.md").read_text() == "# my notes\n"
+    (tmp_path / "results.md").unlink()
+    synthesize(tmp_path)
+    synthesize(tmp_path)  # its own file it rewrites
+    assert (tmp_path / "results.md").read_text().startswith("<!-- written by torchstarter")
+
+
+def test_a_plot_of_a_parameter_that_no_longer_varies_is_removed(tmp_path):
+    fake_run(tmp_path / "lr_small", {"learning_rate": 1e-4}, epochs=2, peak=0.7)
+    fake_run(tmp_path / "lr_large", {"learning_rate": 1e-2}, epochs=2, peak=0.8)
+    synthesize(tmp_path)
+    assert (tmp_path / "search_learning_rate.png").exists()
+    for item in (tmp_path / "lr_large").iterdir():
+        item.unlink()
+    (tmp_path / "lr_large").rmdir()
+    fake_run(tmp_path / "lr_small_again", {"learning_rate": 1e-4}, epochs=2, peak=0.75)
+    synthesize(tmp_path)
+    assert not (tmp_path / "search_learning_rate.png").exists()
+
+
+def test_params_edited_after_the_run_are_noted(tmp_path):
+    folder = fake_run(tmp_path / "copied", epochs=2)
+    params = json.loads((folder / "params.json").read_text())
+    (folder / "params.json").write_text(json.dumps({**params, "learning_rate": 0.01}))
+    text = synthesize(tmp_path)
+    assert "copied: params.json differs from the params its run used (learning_rate)" in text
+
+
+def test_an_untrained_experiment_of_a_user_task_adds_no_default_columns(tmp_path):
+    """Defaults of a user's task are unknown until it runs: absent keys are not differences."""
+    fake_run(tmp_path / "trained", epochs=2)
+    untrained = tmp_path / "untrained"
+    untrained.mkdir()
+    (untrained / "params.json").write_text(json.dumps({**BASE, "task": "my_task"}))
+    table = synthesize_report(tmp_path).table
+    assert table.varying == ["task"]

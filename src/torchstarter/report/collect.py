@@ -36,6 +36,7 @@ class Experiment:
     folder: Path
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    ran: bool = False  # params come from resolved_params.json: every key is known
     metric: str | None = None
     mode: str | None = None
     history: list[dict[str, Any]] | None = None
@@ -80,7 +81,14 @@ def read_experiment(folder: Path, parent: Path) -> Experiment:
     resolved = _read_object(folder / files.RESOLVED_PARAMS, exp) \
         if (folder / files.RESOLVED_PARAMS).exists() else None
     if resolved is not None:
-        exp.params = resolved
+        exp.params, exp.ran = resolved, True
+        raw = _read_object(folder / files.PARAMS, exp) if (folder / files.PARAMS).exists() \
+            else None
+        edited = sorted(k for k, v in (raw or {}).items() if resolved.get(k, v) != v)
+        if edited:
+            exp.notes.append(f"{name}: params.json differs from the params its run used "
+                             f"({', '.join(edited[:5])}): the row shows the run's (a --set "
+                             f"override, or an edit since; train again to apply an edit)")
     else:
         raw = _read_object(folder / files.PARAMS, exp)
         exp.params = {} if raw is None else fill_defaults(raw)
@@ -129,6 +137,9 @@ def fill_defaults(raw: dict[str, Any]) -> dict[str, Any]:
         params["metric"] = default_metric
     if params.get("metric_mode") is None and isinstance(params.get("metric"), str):
         params["metric_mode"] = "min" if params["metric"] == "loss" else "max"
+    if params.get("metric") is None:  # the task's default is unknown here, not null
+        params.pop("metric", None)
+        params.pop("metric_mode", None)
     return params
 
 

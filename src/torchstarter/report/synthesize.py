@@ -32,6 +32,8 @@ from torchstarter.utils.atomic import atomic_write
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
+# First line of every results.md synthesize writes: a file without it is the user's.
+MARKER = "<!-- written by torchstarter synthesize; rewritten on every run -->"
 CURVES_PNG = "learning_curves.png"
 # Settings of where and how a run executes, not of what it learns: never table columns.
 NOT_HYPERPARAMETERS = frozenset({"num_workers", "device", "num_threads", "save_summary_steps",
@@ -76,6 +78,7 @@ def synthesize_report(parent_dir: Path) -> Report:
         raise UserError(f"{parent}: folder not found; check --parent-dir")
     if not parent.is_dir():
         raise UserError(f"{parent}: not a folder; give the folder that holds the experiments")
+    ours = _check_ours(parent)
     walk_notes: list[str] = []
     experiments = [read_experiment(folder, parent)
                    for folder in find_experiment_folders(parent, walk_notes)]
@@ -88,6 +91,10 @@ def synthesize_report(parent_dir: Path) -> Report:
     table = build_table(experiments)
     table.notes[:0] = walk_notes
     written = write_search_plots(table, parent)
+    if ours:  # plots of parameters that no longer vary would look current: drop them
+        for stale in parent.glob("search_*.png"):
+            if stale not in written:
+                stale.unlink(missing_ok=True)
     text = _with_notes(_summary(table, parent) + "\n\n" + markdown_table(table), table.notes)
     images = "".join(f"![{p.stem}]({p.name})\n\n" for p in written)
     _write_text(parent / RESULTS_MD, f"# Results\n\n{text}\n"
@@ -127,14 +134,22 @@ def build_table(experiments: Sequence[Experiment]) -> Table:
 
 
 def varying_params(experiments: Sequence[Experiment]) -> list[str]:
-    """Hyper-parameters whose value is not the same in every experiment (absent counts)."""
-    known = [exp.params for exp in experiments if exp.params]
+    """Hyper-parameters whose value is not the same in every experiment.
+
+    A key absent from a run's resolved params counts as a difference; absent from an
+    experiment that never ran, it is only unknown (its task's defaults may not be known).
+    """
+    known = [exp for exp in experiments if exp.params]
     keys: dict[str, None] = {}
-    for params in known:
-        keys.update(dict.fromkeys(params))
+    for exp in known:
+        keys.update(dict.fromkeys(exp.params))
     absent = object()
-    return [key for key in keys if key not in NOT_HYPERPARAMETERS
-            and len({_canonical(p.get(key, absent)) for p in known}) > 1]
+
+    def values(key: str) -> set[str]:
+        return {_canonical(e.params.get(key, absent)) for e in known
+                if key in e.params or e.ran}
+
+    return [key for key in keys if key not in NOT_HYPERPARAMETERS and len(values(key)) > 1]
 
 
 def write_search_plots(table: Table, parent: Path) -> list[Path]:
@@ -260,7 +275,26 @@ def _draw(table: Table, path: Path, draw: Any, *args: Any) -> bool:
     return True
 
 
+def _check_ours(parent: Path) -> bool:
+    """Whether results.md here was written by synthesize; refuse to replace a user's file."""
+    md, csv = parent / RESULTS_MD, parent / RESULTS_CSV
+    try:
+        first = md.read_text(encoding="utf-8", errors="replace").splitlines()[:1] \
+            if md.exists() else []
+    except OSError:
+        first = []
+    if md.exists() and first != [MARKER]:
+        raise UserError(f"{md}: exists and was not written by synthesize; rename it, since "
+                        f"synthesize writes {RESULTS_MD} and {RESULTS_CSV} in this folder")
+    if csv.exists() and not md.exists():
+        raise UserError(f"{csv}: exists and was not written by synthesize; rename it, since "
+                        f"synthesize writes {RESULTS_MD} and {RESULTS_CSV} in this folder")
+    return md.exists()
+
+
 def _write_text(path: Path, text: str) -> None:
+    if path.name == RESULTS_MD:
+        text = f"{MARKER}\n{text}"
     data = text.encode("utf-8")
     try:
         atomic_write(path, lambda fh: fh.write(data))

@@ -53,11 +53,17 @@ def create_project(folder: Path, template: str = "signs") -> Project:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{folder}: exists and is not a folder; pick a new folder name")
-    if folder.is_dir() and any(folder.iterdir()):
+    # Hidden entries (.git from `git init`, .gitkeep) may be there already: new never
+    # writes hidden names, so they are neither overwritten nor removed on a failure.
+    if folder.is_dir() and any(not item.name.startswith(".") for item in folder.iterdir()):
         raise UserError(f"{folder}: folder exists and is not empty; `torchstarter new` only "
                         f"writes into a new or empty folder: pick another name")
     existed = folder.is_dir()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot create this folder ({exc.strerror}); pick a path "
+                        f"whose parent folders exist as folders and are writable") from None
     try:
         return _write_project(folder, template)
     except BaseException:
@@ -98,11 +104,13 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _remove_contents(folder: Path, remove_folder: bool) -> None:
-    """Undo a failed `new`: the folder was new or empty, so everything in it is ours."""
+    """Undo a failed `new`: the folder was new or held only hidden entries, which stay."""
     if remove_folder:
         shutil.rmtree(folder, ignore_errors=True)
         return
     for item in folder.iterdir():
+        if item.name.startswith("."):
+            continue
         if item.is_dir() and not item.is_symlink():
             shutil.rmtree(item, ignore_errors=True)
         else:

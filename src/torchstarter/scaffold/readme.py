@@ -50,8 +50,9 @@ comes from the built-in task until you copy it into `{task}/`).
 
 ## Another experiment
 
-Copy `experiments/base_model` to `experiments/<name>`, change its `params.json`, and
-train with `--model-dir experiments/<name>`. Try a grid of values with
+Make a folder `experiments/<name>`, copy only `experiments/base_model/params.json` into
+it (not the run's other files), change that `params.json`, and train with
+`--model-dir experiments/<name>`. Try a grid of values with
 `torchstarter search` and compare every experiment with `torchstarter synthesize`.
 torchstarter's guide (`docs/guide.md`) walks through all of it.
 """
