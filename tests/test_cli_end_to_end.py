@@ -84,3 +84,11 @@ def test_every_subcommand_documents_its_flags():
         assert "--" in text
     build_help = cli("build-dataset", "--help").stdout
     assert "--drop-leaks" in build_help and "--data_dir" in build_help
+
+
+def test_sample_data_never_writes_into_a_folder_that_holds_something(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "ner_dataset.csv").write_text("my corpus\n")
+    result = cli("sample-data", "--task", "ner", "--output-dir", tmp_path / "mine", check=False)
+    assert result.returncode == 2 and "not an empty folder" in result.stderr
+    assert (tmp_path / "mine" / "ner_dataset.csv").read_text() == "my corpus\n"

@@ -30,3 +30,11 @@ def test_shipped_experiments_are_valid_and_base_model_is_the_reference():
                  "dropout_rate": 0.8, "num_channels": 32}
     assert {k: base[k] for k in reference} == reference
     assert base.get("optimizer", "adam") == "adam"
+
+
+def test_the_demo_params_are_the_shipped_experiments():
+    from torchstarter.cli.demo import DEMO_PARAMS
+
+    for task, folder in (("signs", "experiments/signs/base_model"),
+                         ("ner", "experiments/ner/sample_demo")):
+        assert DEMO_PARAMS[task] == json.loads((REPO / folder / "params.json").read_text())

@@ -104,11 +104,13 @@ def test_an_existing_output_is_kept_unless_overwrite(conll_corpus, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["build_report.json", "test", "train", "val"]
 
 
-@pytest.mark.parametrize("where", ["same", "parent"])
-def test_an_output_folder_containing_the_input_is_refused(conll_corpus, where):
-    out = conll_corpus if where == "same" else conll_corpus.parent
-    with pytest.raises(UserError, match="would contain the corpus"):
-        build_dataset(build_args(conll_corpus / "corpus.conll", out, overwrite=True))
+@pytest.mark.parametrize("where", ["same", "parent", "inside"])
+def test_an_output_folder_overlapping_the_input_is_refused(conll_corpus, where):
+    out = {"same": conll_corpus, "parent": conll_corpus.parent,
+           "inside": conll_corpus / "corpus.conll" / "built"}[where]
+    source = conll_corpus / "corpus.conll"
+    with pytest.raises(UserError, match="overlaps the"):
+        build_dataset(build_args(source, out, overwrite=True))
     assert (conll_corpus / "corpus.conll").is_file()
 
 

@@ -50,3 +50,51 @@ def test_a_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint
     assert not (tmp_path / LOCK).exists()
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["status"] == "failed" and "loss is nan" in record["error"]
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_starts_again_without_overwrite(
+        tmp_path):
+    nan_early = BLOBS_TASK.replace(
+        "    return F.cross_entropy(logits, labels)",
+        "    return F.cross_entropy(logits, labels) * float('nan')")
+    assert nan_early != BLOBS_TASK
+    (tmp_path / "blobs.py").write_text(nan_early)
+    (tmp_path / "params.json").write_text(json.dumps({
+        "task": "blobs.py", "learning_rate": 0.05, "batch_size": 16, "num_epochs": 1}))
+    failed = cli("train", "--data-dir", tmp_path, "--model-dir", tmp_path, check=False)
+    assert failed.returncode == 2 and "no checkpoint was written" in failed.stderr
+    restore = cli("train", "--data-dir", tmp_path, "--model-dir", tmp_path, "--restore",
+                  "last", check=False)
+    assert restore.returncode == 2 and "train without --restore" in restore.stderr
+    (tmp_path / "blobs.py").write_text(BLOBS_TASK)
+    cli("train", "--data-dir", tmp_path, "--model-dir", tmp_path)
+    archived = list((tmp_path / "previous_runs").iterdir())
+    assert len(archived) == 1 and (archived[0] / "train.log").exists()
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "finished"
+
+
+def test_a_checkpoint_of_another_task_is_refused_by_restore_and_evaluate(tmp_path,
+                                                                        sample_data):
+    (tmp_path / "blobs.py").write_text(BLOBS_TASK)
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    (blobs / "params.json").write_text(json.dumps({
+        "task": "../blobs.py", "learning_rate": 0.05, "batch_size": 16, "num_epochs": 1}))
+    cli("train", "--data-dir", tmp_path, "--model-dir", blobs)
+    signs = tmp_path / "signs"
+    signs.mkdir()
+    (signs / "params.json").write_text(json.dumps({
+        "task": "signs", "learning_rate": 1e-3, "batch_size": 32, "num_epochs": 1,
+        "num_channels": 4}))
+    foreign = str(blobs / "best.pt")
+    restore = cli("train", "--data-dir", sample_data, "--model-dir", signs, "--restore",
+                  foreign, check=False)
+    assert restore.returncode == 2
+    assert "a checkpoint of task '../blobs.py'" in restore.stderr
+    evaluate = cli("evaluate", "--data-dir", sample_data, "--model-dir", signs, "--restore",
+                   foreign, check=False)
+    assert evaluate.returncode == 2 and "task 'signs'" in evaluate.stderr
+    split = cli("evaluate", "--data-dir", tmp_path, "--model-dir", blobs, "--split",
+                "train/../val", check=False)
+    assert split.returncode == 2 and "not a path" in split.stderr
+    assert not list(blobs.glob("metrics_train*"))

@@ -115,8 +115,11 @@ def test_a_corrupt_image_names_the_file_and_writes_nothing(raw_with_duplicates, 
     assert [p.name for p in tmp_path.iterdir()] == ["raw"]
 
 
-def test_an_output_folder_holding_the_raw_data_is_refused(raw_with_duplicates):
-    with pytest.raises(UserError, match="would contain the raw data"):
-        build_dataset(build_args(raw_with_duplicates, raw_with_duplicates.parent,
-                                 overwrite=True))
+@pytest.mark.parametrize("where", ["parent", "inside"])
+def test_an_output_folder_overlapping_the_raw_data_is_refused(raw_with_duplicates, where):
+    """Replacing a folder inside the raw data would delete raw images (train_signs)."""
+    out = raw_with_duplicates.parent if where == "parent" else \
+        raw_with_duplicates / "train_signs"
+    with pytest.raises(UserError, match="overlaps the raw"):
+        build_dataset(build_args(raw_with_duplicates, out, overwrite=True))
     assert len(list((raw_with_duplicates / "train_signs").iterdir())) == 21

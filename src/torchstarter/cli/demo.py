@@ -7,7 +7,6 @@ a vocabulary) -> train -> evaluate on test -> predict a few inputs -> summary ta
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,16 @@ from torchstarter.experiment.evaluation import evaluate, predict
 from torchstarter.experiment.training import train
 from torchstarter.tasks import Task, load_task
 
-DEMO_PARAMS = {"signs": Path("experiments/signs/base_model/params.json"),
-               "ner": Path("experiments/ner/sample_demo/params.json")}
+# The params of experiments/signs/base_model and experiments/ner/sample_demo, kept here so
+# that the demo runs from any folder, and an installed package needs no clone beside it
+# (a test checks that they match the files).
+DEMO_PARAMS: dict[str, dict[str, Any]] = {
+    "signs": {"task": "signs", "learning_rate": 1e-3, "optimizer": "adam", "batch_size": 32,
+              "num_epochs": 10, "dropout_rate": 0.8, "num_channels": 32,
+              "augmentation": True, "seed": 230},
+    "ner": {"task": "ner", "learning_rate": 1e-2, "batch_size": 8, "num_epochs": 30,
+            "embedding_dim": 50, "lstm_hidden_dim": 50, "bidirectional": True, "seed": 230},
+}
 
 
 def run_demo(output_dir: Path | None, tasks: list[str], params_file: Path | None,
@@ -35,8 +42,7 @@ def run_demo(output_dir: Path | None, tasks: list[str], params_file: Path | None
         raise UserError("--params and --raw-dir apply to one task: add --task signs or ner")
     summary: list[dict[str, Any]] = []
     for name in tasks:
-        summary += run_task_demo(out / name, load_task(name), params_file or DEMO_PARAMS[name],
-                                 overrides, raw_dir)
+        summary += run_task_demo(out / name, load_task(name), params_file, overrides, raw_dir)
     print()
     print(tabulate(summary, headers="keys", floatfmt=".4f", missingval=""))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -44,9 +50,10 @@ def run_demo(output_dir: Path | None, tasks: list[str], params_file: Path | None
     return out
 
 
-def run_task_demo(out: Path, task: Task, params_file: Path, overrides: list[str],
+def run_task_demo(out: Path, task: Task, params_file: Path | None, overrides: list[str],
                   raw_dir: Path | None) -> list[dict[str, Any]]:
-    params = read_params_file(params_file)
+    params = read_params_file(params_file) if params_file else DEMO_PARAMS[task.name]
+    source = params_file or f"the built-in {task.name} demo params"
     if params.get("task") != task.name:
         raise UserError(f"{params_file}: task is {params.get('task')!r}, not '{task.name}'")
     if task.build_dataset is None or (raw_dir is None and task.write_sample_data is None):
@@ -67,9 +74,9 @@ def run_task_demo(out: Path, task: Task, params_file: Path, overrides: list[str]
         for line in task.build_vocab_command(task.vocab_options(data)):
             print("   ", line)
 
-    print(f"== train {params_file} -> {model_dir}")
+    print(f"== train {source} -> {model_dir}")
     model_dir.mkdir(parents=True)
-    shutil.copyfile(params_file, model_dir / "params.json")
+    (model_dir / "params.json").write_text(json.dumps(params, indent=4) + "\n")
     trainer = train(model_dir, data, overrides=parse_overrides(overrides))
     es = trainer.early_stopping
     if es.best is None:

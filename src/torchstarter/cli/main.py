@@ -237,7 +237,11 @@ def _sample_data(args: argparse.Namespace) -> int:
     task = load_task(args.task)
     if task.write_sample_data is None:
         raise UserError(f"task '{task.name}' ships no sample data")
-    counts = task.write_sample_data(args.output_dir)
+    out = Path(args.output_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: exists and is not an empty folder; sample-data writes only "
+                        f"into a new or empty folder, so it never replaces your data")
+    counts = task.write_sample_data(out)
     print(f"wrote {args.output_dir}: {counts}")
     return 0
 

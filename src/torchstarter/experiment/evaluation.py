@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ def load_trained(model_dir: Path, restore: str = "best",
                  overrides: Mapping[str, Any] | None = None) -> tuple[Task, Params, Trainer]:
     path = files.checkpoint_path(model_dir, restore)
     state = load_checkpoint(path)
+    _check_same_task(model_dir, path, state["params"].get("task"))
     raw = {**state["params"], **(overrides or {})}
     if raw.get("device") == "cuda" and "device" not in (overrides or {}) and \
             not torch.cuda.is_available():
@@ -37,8 +40,23 @@ def load_trained(model_dir: Path, restore: str = "best",
     return task, params, trainer
 
 
+def _check_same_task(model_dir: Path, path: Path, task: Any) -> None:
+    """A checkpoint given by path must belong to this model dir's task."""
+    try:
+        own = json.loads((Path(model_dir) / files.PARAMS).read_text(encoding="utf-8"))["task"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no readable params.json: the checkpoint's own params are all there is
+    if own != task:
+        raise UserError(f"{path}: a checkpoint of task '{task}', but "
+                        f"{Path(model_dir) / files.PARAMS} is task '{own}'; give a checkpoint "
+                        f"of this experiment's task")
+
+
 def evaluate(model_dir: Path, data_dir: Path, split: str = "test", restore: str = "best",
              overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], Path]:
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", split):
+        raise UserError(f"--split {split!r}: a split name such as train, val or test (letters, "
+                        f"digits, '_' and '-'), not a path")
     task, params, trainer = load_trained(model_dir, restore, overrides)
     data = load_splits(task, params, data_dir, (split,), trainer.data_info)[split]
     metrics: dict[str, Any] = {"epoch": trainer.epoch}

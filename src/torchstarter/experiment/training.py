@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -96,14 +96,27 @@ def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore:
            dist: Distributed) -> Trainer:
     main = dist.is_main
     previous = files.existing_outputs(model_dir) if main else []
-    if restore is None and previous and not overwrite:
+    # A run that stopped before its first checkpoint left only a log: nothing to continue,
+    # so a fresh run moves those files aside (never deletes them) instead of refusing.
+    nothing_to_restore = not any((model_dir / name).exists()
+                                 for name in files.CHECKPOINTS.values())
+    if restore is None and previous and not overwrite and not nothing_to_restore:
         raise UserError(f"{model_dir}: already holds a run ({', '.join(previous[:3])}); pass "
                         f"--restore last to continue it, or --overwrite to start over (the "
                         f"old files move to {files.ARCHIVE}/)")
     state = None
     if restore is not None:
-        state = load_checkpoint(files.checkpoint_path(model_dir, restore))
-        _check_resumable(state, params, files.checkpoint_path(model_dir, restore))
+        path = files.checkpoint_path(model_dir, restore)
+        if restore in files.CHECKPOINTS and not path.exists() and previous:
+            raise UserError(f"{path}: not found: the earlier run stopped before its first "
+                            f"checkpoint; train without --restore (its files move to "
+                            f"{files.ARCHIVE}/)")
+        state = load_checkpoint(path)
+        if state.get("task") != task.name:
+            raise UserError(f"{path}: a checkpoint of task '{state.get('task')}', but "
+                            f"{model_dir / files.PARAMS} trains task '{task.name}'; restore a "
+                            f"checkpoint of the same task and architecture")
+        _check_resumable(state, params, path)
     device = setup_torch(params, dist)
     if not Path(data_dir).is_dir():
         raise UserError(f"{data_dir}: data folder not found; check --data-dir")
@@ -115,8 +128,9 @@ def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore:
     archived = files.archive_outputs(model_dir) if restore is None and previous else None
     record = RunRecord(model_dir if main else None, device, params.seed, restore)
     try:
-        trainer = _run(model_dir, data_dir, task, params, device, data_info, data, state,
-                       restore, archived, console, stop_after_epoch, stop, dist)
+        with _out_of_memory_as_user_error(device):
+            trainer = _run(model_dir, data_dir, task, params, device, data_info, data, state,
+                           restore, archived, console, stop_after_epoch, stop, dist)
     # When the disk is full, run.json cannot be written either: the first error is the one
     # the user needs to see, so a failing record write never replaces it.
     except StopRequested as exc:
@@ -218,6 +232,21 @@ def _run(model_dir: Path, data_dir: Path, task: Task, params: Params, device: to
             logger.info("best val %s %.4f at epoch %d; files in %s", params.metric, es.best,
                         es.best_epoch, model_dir)
     return trainer
+
+
+@contextlib.contextmanager
+def _out_of_memory_as_user_error(device: torch.device) -> Iterator[None]:
+    """A model or batch too big for the machine is a setting to change, not a crash."""
+    try:
+        yield
+    except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError too
+        text = str(exc)
+        if not (isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in text
+                or "out of memory" in text.lower()):
+            raise
+        raise UserError(f"out of {device.type.upper()} memory while training "
+                        f"({text.splitlines()[0][:120]}); lower batch_size or the model's "
+                        f"size (e.g. num_channels), or use precision bf16") from None
 
 
 def _save_epoch(model_dir: Path, trainer: Trainer, result: EpochResult) -> None:

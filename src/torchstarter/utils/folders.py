@@ -52,3 +52,14 @@ def _replace_folder(out: Path, fill: Callable[[Path], T], overwrite: bool) -> T:
     else:
         tmp.rename(out)
     return result
+
+
+def check_apart(out: Path, source: Path, what: str, may_lie_inside: bool = False) -> None:
+    """Refuse an output folder that is or holds the data it is built from, or lies inside
+    it (unless `may_lie_inside`, for a folder that merely contains the data): replacing it
+    would delete that data."""
+    out_abs, source_abs = Path(out).resolve(), Path(source).resolve()
+    inside = source_abs in out_abs.parents and not may_lie_inside
+    if out_abs == source_abs or out_abs in source_abs.parents or inside:
+        raise UserError(f"--output-dir {out} overlaps {what} {source}; pick an output folder "
+                        f"outside it, so that building never touches the raw data")

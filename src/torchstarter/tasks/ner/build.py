@@ -26,7 +26,7 @@ from torchstarter.tasks.ner.corpus import (
 )
 from torchstarter.tasks.ner.vocab import TAGS_FILE, Vocab, build_vocab, tag_sort_key
 from torchstarter.utils.atomic import write_json
-from torchstarter.utils.folders import replace_folder
+from torchstarter.utils.folders import check_apart, replace_folder
 
 SPLITS = ("train", "val", "test")
 
@@ -100,11 +100,9 @@ def build_dataset(args: argparse.Namespace) -> list[str]:
     """
     raw, out = Path(args.data_dir), Path(args.output_dir)
     corpus = locate_corpus(raw)
-    out_abs = out.resolve()
-    for inside in (raw.resolve(), corpus.resolve()):
-        if out_abs == inside or out_abs in inside.parents:
-            raise UserError(f"--output-dir {out} would contain the corpus {corpus}; pick an "
-                            f"output folder outside it")
+    check_apart(out, corpus, "the corpus")
+    if raw.is_dir():
+        check_apart(out, raw, "the raw data in --data-dir", may_lie_inside=True)
     fmt = detect_format(corpus) if args.format == "auto" else args.format
     sentences = read_corpus(corpus, fmt, args.encoding)
     splits = plan_split(sentences, args.train_fraction, args.val_fraction, args.seed,

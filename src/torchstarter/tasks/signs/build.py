@@ -24,7 +24,7 @@ from torchstarter.tasks.signs.images import (
     resize,
 )
 from torchstarter.utils.atomic import write_json
-from torchstarter.utils.folders import replace_folder
+from torchstarter.utils.folders import check_apart, replace_folder
 
 SPLITS = ("train", "val", "test")
 RAW_HINT = ("--data-dir must hold the raw SIGNS folders train_signs/ and test_signs/ with "
@@ -77,9 +77,9 @@ def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
                         f"train_signs/ and test_signs/ (for an NER corpus add --task ner)")
     if not raw.is_dir():
         raise UserError(f"{raw}: data folder not found; {RAW_HINT}")
-    if out.resolve() == raw.resolve() or out.resolve() in raw.resolve().parents:
-        raise UserError(f"--output-dir {out} would contain the raw data in --data-dir {raw}; "
-                        f"pick an output folder outside it")
+    check_apart(out, raw, "the raw data in --data-dir", may_lie_inside=True)
+    for images in (raw / "train_signs", raw / "test_signs"):
+        check_apart(out, images, "the raw images in")
     if not 0 < args.val_fraction < 1:
         raise UserError(f"--val-fraction {args.val_fraction}: must lie strictly between 0 and 1")
     train_files = list_images(raw / "train_signs", RAW_HINT)
