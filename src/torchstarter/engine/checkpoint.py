@@ -77,7 +77,7 @@ def archive_damage(path: Path) -> str | None:
     except Exception as exc:  # a damaged header can fail in zlib, struct or zipfile itself
         return f"damaged archive: {_first_line(exc)}"
     if bad is not None:
-        return f"{bad} fails its checksum"
+        return f"entry {bad!r} fails its checksum"  # repr: a damaged name may hold a newline
     return None
 
 
