@@ -89,6 +89,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type) if params.precision == "fp16" else None
         # Where an interrupted epoch stopped: its step, metric sums and augmentation RNG.
         self.partial_epoch: dict[str, Any] | None = None
+        self.examples_this_call = 0  # trained by the last train_epoch (for samples/s)
         self.stop = GracefulStop()  # the run installs its signal handlers on this
 
     # ---- state -------------------------------------------------------------------------

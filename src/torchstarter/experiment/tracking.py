@@ -8,7 +8,6 @@ tracker turns itself off.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +59,7 @@ class EpochTrackers:
             for name, value in metrics.items():
                 self.writer.add_scalar(f"{name}/{split}", value, step)
         self.writer.add_scalar("lr", result.lr, step)
-        if result.train_examples and result.train_seconds > 0 and \
-                not math.isnan(result.train_seconds):
+        if result.train_examples and result.train_seconds > 0:  # False for NaN too
             self.writer.add_scalar("samples_per_s/train",
                                    result.train_examples / result.train_seconds, step)
         self.writer.add_scalar("seconds/epoch", result.seconds, step)
