@@ -74,3 +74,55 @@ def test_every_sentence_is_used_once_per_epoch_with_bucketing(tmp_path):
         sorted(len(b) for b in batches)[0] >= 1
     plain = TokenData(words, words.clone(), lengths)
     assert torch.equal(torch.cat(plain.batch_indices(order, 5)), order)
+
+
+def test_pad_to_multiple_leaves_a_few_fixed_batch_widths():
+    from torchstarter.tasks.ner.data import TokenData
+
+    lengths = torch.randint(1, 38, (211,), generator=torch.Generator().manual_seed(2))
+    lengths[0] = 37  # the split's width
+    words = torch.zeros(211, 37, dtype=torch.long)
+    data = TokenData(words, words.clone(), lengths, pad_to_multiple=16)
+    widths = set()
+    for index in data.batch_indices(torch.randperm(211), 5):
+        inputs, tags = data.get_batch(index)
+        width, longest = inputs["words"].shape[1], int(lengths[index].max())
+        assert tags.shape[1] == width
+        assert width == min(-(-longest // 16) * 16, 37)  # next multiple, capped at the split
+        widths.add(width)
+    assert widths == {16, 32, 37}
+    unpadded = TokenData(words, words.clone(), lengths)
+    index = torch.tensor([3, 4])
+    assert unpadded.get_batch(index)[0]["words"].shape[1] == int(lengths[index].max())
+
+
+@pytest.mark.parametrize("params", [{}, {"bidirectional": True, "crf": True,
+                                         "char_embedding_dim": 8, "char_filters": 8}])
+def test_training_with_pad_to_multiple_matches_training_without(tmp_path, params):
+    from torchstarter.engine.rng import seed_everything
+    from torchstarter.engine.trainer import Trainer
+    from torchstarter.tasks import load_task
+
+    task = load_task("ner")
+    task.write_sample_data(tmp_path / "raw")
+    task.build_dataset(task.build_options(tmp_path / "raw", tmp_path / "data"))
+    task.build_vocab_command(task.vocab_options(tmp_path / "data", min_count=1))
+    runs = []
+    # SGD: Adam's first steps are about lr * sign(gradient), so a gradient that is zero up
+    # to rounding could move a weight by +-lr in one run and not the other.
+    for multiple in (1, 16):
+        _, p = resolve_params({"task": "ner", "learning_rate": 0.1, "optimizer": "sgd",
+                               "batch_size": 8,
+                               "num_epochs": 2, "pad_to_multiple": multiple, **params}, "t")
+        info = task.describe_data(p, tmp_path / "data")
+        seed_everything(p.seed)
+        trainer = Trainer(task, p, torch.device("cpu"), info)
+        split = task.read_split(p, tmp_path / "data", "train", info)
+        val = task.read_split(p, tmp_path / "data", "val", info)
+        runs.append((trainer.fit(split, val), trainer.model.state_dict()))
+    (plain, plain_weights), (padded, padded_weights) = runs
+    for a, b in zip(plain, padded, strict=True):
+        assert a.train == pytest.approx(b.train, rel=1e-4, abs=1e-6)
+        assert a.val == pytest.approx(b.val, rel=1e-4, abs=1e-6)
+    for name, weight in plain_weights.items():
+        torch.testing.assert_close(padded_weights[name], weight, rtol=1e-4, atol=1e-5)

@@ -48,6 +48,10 @@ SCHEMA = {
     "bucket_by_length": Field(bool, "Batch sentences of similar length together (less "
                               "padding; order still a function of seed and epoch).",
                               default=False),
+    "pad_to_multiple": Field(int, "Pad each batch to a multiple of this many tokens (16 "
+                             "leaves a few fixed widths, the static shapes that compile and "
+                             "CUDA graphs need); 1 pads to the batch's longest sentence.",
+                             default=1, min=1),
 }
 METRICS = {"accuracy": token_accuracy, "precision": entity_precision,
            "recall": entity_recall, "f1": entity_f1}

@@ -67,10 +67,11 @@ class TokenData:
 
     def __init__(self, words: torch.Tensor, tags: torch.Tensor, lengths: torch.Tensor,
                  forms: torch.Tensor | None = None, form_chars: torch.Tensor | None = None,
-                 bucket: bool = False):
+                 bucket: bool = False, pad_to_multiple: int = 1):
         self.words, self.tags, self.lengths = words, tags, lengths
         self.forms, self.form_chars = forms, form_chars
         self.bucket = bucket
+        self.pad_to_multiple = pad_to_multiple
         self.lengths_cpu = lengths.cpu()  # batch widths are read here, without a device sync
 
     def __len__(self) -> int:
@@ -87,15 +88,25 @@ class TokenData:
             return None if t is None else t.to(device)
 
         return TokenData(move(self.words), move(self.tags), move(self.lengths),
-                         move(self.forms), move(self.form_chars), self.bucket)
+                         move(self.forms), move(self.form_chars), self.bucket,
+                         self.pad_to_multiple)
 
     def get_batch(self, index: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        width = int(self.lengths_cpu[index.cpu()].max())  # no sync: indices come on the host
+        width = self.batch_width(int(self.lengths_cpu[index.cpu()].max()))  # host only: no sync
         index = index.to(self.words.device, non_blocking=True)
         inputs = {"words": self.words[index, :width], "lengths": self.lengths[index]}
         if self.forms is not None:
             inputs["chars"] = self.form_chars[self.forms[index, :width]]
         return inputs, self.tags[index, :width]
+
+    def batch_width(self, longest: int) -> int:
+        """The longest sentence, rounded up to pad_to_multiple (never past the split's width).
+
+        Rounding leaves a handful of widths per split instead of one per sentence length,
+        which is what compiled steps and CUDA graphs need: a new shape means a new graph.
+        """
+        step = self.pad_to_multiple
+        return min(-(-longest // step) * step, self.words.shape[1])
 
     def batch_indices(self, order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
         """Plain chunks of the epoch order, or, with bucketing, chunks of similar length.
@@ -127,7 +138,8 @@ def load_split(params: Params, data_dir: Path, split: str, info: dict[str, Any])
     forms = form_chars = None
     if params.char_embedding_dim > 0:
         forms, form_chars = _char_tables(sentences, enc, width)
-    return TokenData(words, tags, lengths, forms, form_chars, params.bucket_by_length)
+    return TokenData(words, tags, lengths, forms, form_chars, params.bucket_by_length,
+                     params.pad_to_multiple)
 
 
 def _char_tables(sentences: list, enc: Encoder, width: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -76,17 +76,24 @@ class Tagger(nn.Module):
         x = self.embedding(words)
         if self.char_embedding is not None:
             x = torch.cat([x, self._char_features(batch["chars"])], dim=-1)
-        x = self.dropout(x)
+        h = self._recurrent(self.dropout(x), lengths)
+        emissions = self.fc(self.dropout(h))
+        return TaggerOutput(emissions, mask, self.crf, self.scheme)
+
+    @torch.compiler.disable
+    def _recurrent(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The LSTM, run eagerly (cuDNN) under torch.compile, which cannot trace RNNs.
+
+        Kept apart so that compile still captures the layers before and after it.
+        """
         if self.bidirectional:
             # The backward direction must start at each sentence's last real token.
             packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True,
                                           enforce_sorted=False)
             h, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
-                                       total_length=words.shape[1])
-        else:
-            h, _ = self.lstm(x)  # left to right: trailing padding cannot reach real tokens
-        emissions = self.fc(self.dropout(h))
-        return TaggerOutput(emissions, mask, self.crf, self.scheme)
+                                       total_length=x.shape[1])
+            return h
+        return self.lstm(x)[0]  # left to right: trailing padding cannot reach real tokens
 
 
 def loss_fn(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[torch.Tensor, Any]:
