@@ -90,6 +90,8 @@ class Trainer:
         # Where an interrupted epoch stopped: its step, metric sums and augmentation RNG.
         self.partial_epoch: dict[str, Any] | None = None
         self.examples_this_call = 0  # trained by the last train_epoch (for samples/s)
+        # Steps between NaN checks: free on the CPU, but on a GPU each one waits for it.
+        self.check_every = 1 if device.type == "cpu" else params.save_summary_steps
         self.stop = GracefulStop()  # the run installs its signal handlers on this
 
     # ---- state -------------------------------------------------------------------------
@@ -177,8 +179,7 @@ class Trainer:
             with self._autocast():
                 outputs = self.train_model(self._prepare(inputs))
                 loss, count = self.task.loss(outputs, labels)
-            # On the CPU the checks are free; on a GPU they wait, so they run every summary step.
-            check = self.device.type == "cpu" or step % p.save_summary_steps == 0
+            check = step % self.check_every == 0
             weighted, mean_loss, stop = self._share_step(loss, count, placeholder, check)
             if check and not bool(torch.isfinite(mean_loss)):
                 where = "" if self.device.type == "cpu" else " (a GPU checks every " \

@@ -1,0 +1,86 @@
+"""A training step never waits for the device: no value is read back per step.
+
+On a GPU every .item(), bool(), int() or float() of a device tensor (and every op whose
+output size depends on the data, such as nonzero) stops the host until the GPU has
+caught up, and a step that does so runs at the speed of its launches plus a round trip.
+These tests run an epoch on the CPU under a dispatch mode that records where such reads
+happen. The only reads allowed are the NER batch width (taken from lengths that stay on
+the host) and the NaN check, which on a GPU runs every save_summary_steps.
+"""
+
+from __future__ import annotations
+
+import collections
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from torchstarter.engine.rng import seed_everything
+from torchstarter.engine.trainer import Trainer
+from torchstarter.tasks import load_task
+from torchstarter.tasks.registry import resolve_params
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "torchstarter"
+READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
+         torch.ops.aten.masked_select.default, torch.ops.aten._unique2.default,
+         torch.ops.aten.unique_consecutive.default}
+
+
+class HostReads(TorchDispatchMode):
+    """Counts reads of tensor values by the torchstarter function that caused them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.where: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in READS:
+            ours = [f for f in traceback.extract_stack() if f.filename.startswith(str(SRC))]
+            where = f"{Path(ours[-1].filename).relative_to(SRC)}:{ours[-1].name}" if ours \
+                else "outside torchstarter"
+            self.where[where] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def epoch_reads(tmp_path: Path, task_name: str, **params) -> tuple[int, dict[str, int]]:
+    task = load_task(task_name)
+    task.write_sample_data(tmp_path / "raw")
+    task.build_dataset(task.build_options(tmp_path / "raw", tmp_path / "data"))
+    if task.build_vocab_command is not None:
+        task.build_vocab_command(task.vocab_options(tmp_path / "data", min_count=1))
+    _, p = resolve_params({"task": task_name, "learning_rate": 1e-3, "batch_size": 4,
+                           "num_epochs": 1, "save_summary_steps": 10, **params}, "test")
+    info = task.describe_data(p, tmp_path / "data") if task.describe_data else None
+    seed_everything(p.seed)
+    trainer = Trainer(task, p, torch.device("cpu"), info)
+    trainer.check_every = p.save_summary_steps  # as on a GPU
+    split = task.read_split(p, tmp_path / "data", "train", info)
+    with HostReads() as reads:
+        trainer.train_epoch(split, 1)
+    steps = -(-len(split) // p.batch_size)
+    return steps, dict(reads.where)
+
+
+NAN_CHECK = "engine/trainer.py:train_epoch"  # bool(torch.isfinite(mean_loss))
+NER_WIDTH = "tasks/ner/data.py:get_batch"  # int(self.lengths_cpu[index].max())
+
+
+@pytest.mark.parametrize("params", [
+    {"num_channels": 4}, {"num_channels": 4, "precision": "bf16"},
+    {"num_channels": 4, "precision": "fp16"}])
+def test_signs_steps_read_nothing_but_the_periodic_nan_check(tmp_path, params):
+    steps, reads = epoch_reads(tmp_path, "signs", **params)
+    # fp16 included: the scaler hands its inf flag to the fused Adam kernel, never to us.
+    assert reads.pop(NAN_CHECK, 0) == steps // 10
+    assert reads == {}
+
+
+@pytest.mark.parametrize("params", [{}, {"bucket_by_length": True, "pad_to_multiple": 8}])
+def test_ner_steps_read_only_host_lengths_and_the_periodic_nan_check(tmp_path, params):
+    steps, reads = epoch_reads(tmp_path, "ner", **params)
+    assert reads.pop(NAN_CHECK, 0) == steps // 10
+    assert reads.pop(NER_WIDTH, 0) == steps  # lengths_cpu: a host tensor, even on a GPU
+    assert reads == {}
