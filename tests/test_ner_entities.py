@@ -288,3 +288,50 @@ def test_per_type_report_agrees_with_counts_on_random_batches(batch):
     seqeval_micro = classification_report(gold, pred, output_dict=True,
                                           zero_division=0)["micro avg"]
     assert report["micro avg"]["precision"] == pytest.approx(seqeval_micro["precision"])
+
+
+# --- the task's metric functions, summed by the engine over batches -------------------------
+
+@PROPERTY
+@given(tagged_batches(max_rows=10), st.lists(st.integers(1, 3), min_size=1, max_size=10))
+def test_epoch_precision_recall_f1_over_batches_equal_seqeval_on_the_whole(batch, sizes):
+    """Batches with no predicted or no gold entity must add nothing to a denominator."""
+    from torchstarter.engine.metrics import MetricTotals
+    from torchstarter.tasks.ner import METRICS
+    from torchstarter.tasks.ner.net import TaggerOutput
+
+    gold_rows, pred_rows = batch
+    gold, mask = encode(gold_rows)
+    pred, _ = encode(pred_rows, pad=0)
+    emissions = torch.nn.functional.one_hot(pred, len(TAGS)).float()  # argmax is pred
+    totals = MetricTotals(METRICS, torch.device("cpu"))
+    start = 0
+    for size in [*sizes, len(gold_rows)]:
+        piece = slice(start, min(start + size, len(gold_rows)))
+        if piece.start < piece.stop:
+            out = TaggerOutput(emissions[piece], mask[piece], None, SCHEME)
+            totals.add(torch.tensor(0.0), 1, out, gold[piece], piece.stop - piece.start)
+        start = piece.stop
+    epoch = totals.compute()
+    assert epoch["precision"] == pytest.approx(
+        precision_score(gold_rows, pred_rows, zero_division=0), abs=1e-12)
+    assert epoch["recall"] == pytest.approx(
+        recall_score(gold_rows, pred_rows, zero_division=0), abs=1e-12)
+    assert epoch["f1"] == pytest.approx(f1_score(gold_rows, pred_rows, zero_division=0),
+                                        abs=1e-12)
+
+
+def test_a_batch_without_predicted_entities_does_not_lower_the_epoch_precision():
+    from torchstarter.engine.metrics import MetricTotals
+    from torchstarter.tasks.ner import METRICS
+    from torchstarter.tasks.ner.net import TaggerOutput
+
+    totals = MetricTotals(METRICS, torch.device("cpu"))
+    for gold_rows, pred_rows in [([["B-per", "O"]], [["B-per", "B-geo"]]),  # 1 of 2 right
+                                 ([["O", "O"]], [["O", "O"]])]:  # nothing predicted
+        gold, mask = encode(gold_rows)
+        pred, _ = encode(pred_rows, pad=0)
+        out = TaggerOutput(torch.nn.functional.one_hot(pred, len(TAGS)).float(), mask, None,
+                           SCHEME)
+        totals.add(torch.tensor(0.0), 1, out, gold, 1)
+    assert totals.compute()["precision"] == 0.5  # a clamped denominator gave 1/3

@@ -4,6 +4,9 @@ A task's metric function returns (numerator, denominator) for one batch, e.g.
 (correct predictions, examples) for accuracy. Summing both over the epoch and dividing
 once gives the exact per-example value; a mean of batch means would not. Totals stay
 on the device as float64 tensors so the training loop never waits for a .item().
+A denominator that sums to zero over the pass gives NaN, or 0 for a metric marked
+with `zero_when_empty` (precision with nothing predicted, as seqeval and scikit-learn
+count it). A batch must never pad its denominator to avoid 0/0: that would bias the sum.
 """
 
 from __future__ import annotations
@@ -20,6 +23,12 @@ def _as_tensor(x: Any, device: torch.device) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach().to(device=device, dtype=torch.float64)
     return torch.full((), float(x), dtype=torch.float64, device=device)
+
+
+def zero_when_empty(fn: MetricFn) -> MetricFn:
+    """Mark a metric whose value is 0, not NaN, when its denominator sums to 0."""
+    fn.if_empty = 0.0  # type: ignore[attr-defined]
+    return fn
 
 
 class MetricTotals:
@@ -73,6 +82,8 @@ class MetricTotals:
 
     def compute(self) -> dict[str, float]:
         sums = self._reduced().tolist()
+        empty = [float("nan")] + [getattr(fn, "if_empty", float("nan"))
+                                  for fn in self.metric_fns.values()]
         names = ["loss", *self.metric_fns]
-        return {name: (num / den if den else float("nan"))
-                for name, (num, den) in zip(names, sums, strict=True)}
+        return {name: (num / den if den else if_empty)
+                for name, (num, den), if_empty in zip(names, sums, empty, strict=True)}

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from torchstarter.engine.metrics import zero_when_empty
 from torchstarter.tasks.ner.crf import CRF
 from torchstarter.tasks.ner.entities import TagScheme, entity_counts
 
@@ -112,17 +113,21 @@ def token_accuracy(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, An
     return ((outputs.predictions() == labels) & outputs.mask).sum(), outputs.mask.sum()
 
 
+# With no entity predicted (or expected) in a whole pass, these are 0, as seqeval says.
+@zero_when_empty
 def entity_precision(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
     tp, n_pred, _ = outputs.entity_counts(labels)
-    return tp, n_pred.clamp(min=1)  # no predicted entity: precision 0, as seqeval says
+    return tp, n_pred
 
 
+@zero_when_empty
 def entity_recall(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
     tp, _, n_gold = outputs.entity_counts(labels)
-    return tp, n_gold.clamp(min=1)
+    return tp, n_gold
 
 
+@zero_when_empty
 def entity_f1(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
     """F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + gold): a ratio of sums, so exact."""
     tp, n_pred, n_gold = outputs.entity_counts(labels)
-    return 2 * tp, (n_pred + n_gold).clamp(min=1)
+    return 2 * tp, n_pred + n_gold
