@@ -126,3 +126,33 @@ def test_training_with_pad_to_multiple_matches_training_without(tmp_path, params
         assert a.val == pytest.approx(b.val, rel=1e-4, abs=1e-6)
     for name, weight in plain_weights.items():
         torch.testing.assert_close(padded_weights[name], weight, rtol=1e-4, atol=1e-5)
+
+
+class NoHostRead(torch.Tensor):
+    """A tensor that fails the test when its values are read on the host (a GPU sync)."""
+
+    READS = {torch.Tensor.cpu, torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy,
+             torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__,
+             torch.Tensor.__index__}
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in cls.READS:
+            raise AssertionError(f"{func.__name__} read a device tensor on the host")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@pytest.mark.parametrize("params", [{"bidirectional": True},
+                                    {"bidirectional": True, "num_layers": 2}])
+def test_bidirectional_batches_match_sentences_alone_and_read_lengths_only_on_the_host(params):
+    model = make_model(**params)
+    words = torch.tensor([[5, 6, 7, 0, 0, 0], [2, 3, 4, 5, 6, 7], [4, 5, 0, 0, 0, 0]])
+    host_lengths = torch.tensor([3, 6, 2])  # unsorted, as batches come
+    batch_in = {"words": words, "lengths": host_lengths.clone().as_subclass(NoHostRead),
+                "host_lengths": host_lengths}
+    with torch.no_grad():
+        together = model(batch_in).emissions.as_subclass(torch.Tensor)
+        for row, n in enumerate(host_lengths.tolist()):
+            alone = model({"words": words[row:row + 1, :n],
+                           "lengths": torch.tensor([n])}).emissions
+            torch.testing.assert_close(together[row, :n], alone[0], rtol=1e-5, atol=1e-6)

@@ -11,6 +11,8 @@ non-blocking copy, so forming a batch never waits for the GPU, and a task can re
 about the batch (such as its longest sentence) on the host for free.
 In-memory data may also define batch_indices(order, batch_size) to group the epoch's
 order differently (e.g. by length), as long as every index is used exactly once.
+A batch given as a dict may carry entries named `host_...`: they stay on the host, for
+facts a model must read there (pack_padded_sequence's lengths) without waiting for a GPU.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(to_device(o, device) for o in obj)
     if isinstance(obj, dict):
-        return {k: to_device(v, device) for k, v in obj.items()}
+        return {k: v if str(k).startswith("host_") else to_device(v, device)
+                for k, v in obj.items()}
     return obj
 
 

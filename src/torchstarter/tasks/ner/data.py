@@ -92,9 +92,11 @@ class TokenData:
                          self.pad_to_multiple)
 
     def get_batch(self, index: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        width = self.batch_width(int(self.lengths_cpu[index.cpu()].max()))  # host only: no sync
+        host_lengths = self.lengths_cpu[index.cpu()]
+        width = self.batch_width(int(host_lengths.max()))  # host only: no sync
         index = index.to(self.words.device, non_blocking=True)
-        inputs = {"words": self.words[index, :width], "lengths": self.lengths[index]}
+        inputs = {"words": self.words[index, :width], "lengths": self.lengths[index],
+                  "host_lengths": host_lengths}
         if self.forms is not None:
             inputs["chars"] = self.form_chars[self.forms[index, :width]]
         return inputs, self.tags[index, :width]

@@ -77,7 +77,7 @@ class Tagger(nn.Module):
         x = self.embedding(words)
         if self.char_embedding is not None:
             x = torch.cat([x, self._char_features(batch["chars"])], dim=-1)
-        h = self._recurrent(self.dropout(x), lengths)
+        h = self._recurrent(self.dropout(x), batch.get("host_lengths", lengths))
         emissions = self.fc(self.dropout(h))
         return TaggerOutput(emissions, mask, self.crf, self.scheme)
 
@@ -87,14 +87,21 @@ class Tagger(nn.Module):
 
         Kept apart so that compile still captures the layers before and after it.
         """
-        if self.bidirectional:
-            # The backward direction must start at each sentence's last real token.
-            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True,
-                                          enforce_sorted=False)
-            h, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
-                                       total_length=x.shape[1])
-            return h
-        return self.lstm(x)[0]  # left to right: trailing padding cannot reach real tokens
+        if not self.bidirectional:
+            return self.lstm(x)[0]  # left to right: trailing padding cannot reach real tokens
+        # The backward direction must start at each sentence's last real token, so the
+        # batch is packed. Packing needs the lengths on the host, sorted: batches from
+        # TokenData bring them there ("host_lengths"), and the sort and its inverse go to
+        # the device with non-blocking copies, so a GPU step never waits here.
+        lengths = lengths.cpu()  # free for host lengths; a sync only for other callers
+        order = torch.argsort(lengths, descending=True, stable=True)
+        restore = torch.empty_like(order)
+        restore[order] = torch.arange(len(order))
+        packed = pack_padded_sequence(x.index_select(0, order.to(x.device, non_blocking=True)),
+                                      lengths[order], batch_first=True)
+        h, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
+                                   total_length=x.shape[1])
+        return h.index_select(0, restore.to(x.device, non_blocking=True))
 
 
 def loss_fn(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[torch.Tensor, Any]:
