@@ -198,6 +198,19 @@ def _(w: World, tmp: Path) -> Scenario:
                     "malformed JSON (Expecting ',' delimiter)", [run])
 
 
+@case("params-duplicate-key", "train")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.signs_run, tmp / "run")
+    params = json.loads((run / "params.json").read_text())
+    lines = json.dumps(params, indent=1).splitlines()
+    lines.insert(1, '"learning_rate": 0.5,')  # line 2; the run's own comes second
+    (run / "params.json").write_text("\n".join(lines))
+    second = [i for i, line in enumerate(lines, 1) if '"learning_rate"' in line][1]
+    return Scenario(train_over(run, w.signs_data), f"{run / 'params.json'}:{second}",
+                    "key 'learning_rate' is given twice (JSON would silently keep the last); "
+                    "keep one", [run])
+
+
 @case("params-unknown-key", "train")
 def _(w: World, tmp: Path) -> Scenario:
     run = copy(w.signs_run, tmp / "run")

@@ -124,3 +124,21 @@ def test_any_file_content_gives_a_dict_or_a_user_error(tmp_path_factory, text):
         assert isinstance(read_params_file(path), dict)
     except UserError as exc:
         assert str(path) in str(exc)
+
+
+def test_a_params_file_with_a_utf8_byte_order_mark_reads_like_one_without(tmp_path):
+    from torchstarter.config.params import read_params_file
+
+    path = tmp_path / "params.json"
+    path.write_bytes(b'\xef\xbb\xbf{"task": "signs", "learning_rate": 0.001}')
+    assert read_params_file(path) == {"task": "signs", "learning_rate": 0.001}
+
+
+def test_a_key_given_twice_in_a_nested_object_is_refused_too(tmp_path):
+    from torchstarter.config.params import read_params_file
+    from torchstarter.errors import UserError
+
+    path = tmp_path / "search.json"
+    path.write_text('{"space": {\n "lr": [1, 2],\n "lr": [3]}}')
+    with pytest.raises(UserError, match=r"search.json:3: key 'lr' is given twice"):
+        read_params_file(path)

@@ -53,18 +53,48 @@ def read_params_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: params file not found; create it (see experiments/ for examples)")
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: editors such as Notepad start UTF-8 files with a byte-order mark.
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8 JSON") from None
     try:
-        raw = json.loads(text)
+        raw = json.loads(text, object_pairs_hook=_refuse_duplicates)
     except json.JSONDecodeError as exc:
         raise UserError(
             f"{path}:{exc.lineno}:{exc.colno}: malformed JSON ({exc.msg}); fix the file"
         ) from None
+    except _DuplicateKey as exc:
+        raise UserError(f"{path}:{_line_of_second(text, exc.key)}: key {exc.key!r} is given "
+                        f"twice (JSON would silently keep the last); keep one") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a JSON object {{...}} of key/value pairs")
     return raw
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _line_of_second(text: str, key: str) -> int:
+    """The line where `key` appears as a key for the second time (1 when it cannot tell)."""
+    quoted = json.dumps(key)
+    seen = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        seen += line.count(quoted)
+        if seen >= 2:
+            return number
+    return 1
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
