@@ -85,8 +85,14 @@ class Tagger(nn.Module):
     def _recurrent(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The LSTM, run eagerly (cuDNN) under torch.compile, which cannot trace RNNs.
 
-        Kept apart so that compile still captures the layers before and after it.
+        Kept apart so that compile still captures the layers before and after it. It runs
+        in float32 with autocast off: under autocast, cuDNN's LSTM is cast to float16 even
+        when bf16 was asked for, and nothing would scale its gradients.
         """
+        with torch.autocast(x.device.type, enabled=False):
+            return self._lstm(x.float(), lengths)
+
+    def _lstm(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if not self.bidirectional:
             return self.lstm(x)[0]  # left to right: trailing padding cannot reach real tokens
         # The backward direction must start at each sentence's last real token, so the
