@@ -206,3 +206,21 @@ def test_a_mid_epoch_resume_refuses_batches_grouped_another_way(tmp_path, monkey
     err = capsys.readouterr().err
     assert "stopped at step 5 of epoch 1" in err and "bucket_by_length" in err
     assert main([*args, "--restore", "last"]) == 0
+
+
+def test_a_mid_epoch_checkpoint_from_another_kind_of_device_resumes_with_a_warning(
+        make_experiment, sample_data, monkeypatch):
+    """A GPU generator's state does not fit a CPU generator: the epoch goes on, said so."""
+    from torchstarter.engine.checkpoint import save_checkpoint
+
+    model_dir = make_experiment(num_epochs=2, augmentation=True)
+    monkeypatch.setattr(training, "GracefulStop", lambda: StopAfterChecks(5, signal.SIGINT))
+    assert main(["train", "--model-dir", str(model_dir), "--data-dir", str(sample_data)]) == 130
+    state = load_checkpoint(model_dir / "last.pt")
+    state["partial_epoch"]["augment_rng"] = torch.zeros(16, dtype=torch.uint8)  # CUDA-sized
+    save_checkpoint(state, model_dir / "last.pt")
+    monkeypatch.setattr(training, "GracefulStop", GracefulStop)
+    assert main(["train", "--model-dir", str(model_dir), "--data-dir", str(sample_data),
+                 "--restore", "last"]) == 0
+    assert "on another kind of device" in (model_dir / "train.log").read_text()
+    assert load_checkpoint(model_dir / "last.pt")["epoch"] == 2

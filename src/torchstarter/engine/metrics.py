@@ -19,7 +19,9 @@ import torch
 MetricFn = Callable[[Any, Any], tuple[Any, Any]]
 
 
-def _as_tensor(x: Any, device: torch.device) -> torch.Tensor:
+def as_float64(x: Any, device: torch.device) -> torch.Tensor:
+    """A float64 scalar on `device`; a Python number is filled there, never copied over
+    (a blocking host-to-GPU copy would wait for the GPU)."""
     if isinstance(x, torch.Tensor):
         return x.detach().to(device=device, dtype=torch.float64)
     return torch.full((), float(x), dtype=torch.float64, device=device)
@@ -45,11 +47,11 @@ class MetricTotals:
 
     def add(self, loss: torch.Tensor, loss_count: Any, outputs: Any, labels: Any,
             examples: int) -> None:
-        count = _as_tensor(loss_count, self.device)
-        rows = [torch.stack((_as_tensor(loss, self.device) * count, count))]
+        count = as_float64(loss_count, self.device)
+        rows = [torch.stack((as_float64(loss, self.device) * count, count))]
         for fn in self.metric_fns.values():
             num, den = fn(outputs, labels)
-            rows.append(torch.stack((_as_tensor(num, self.device), _as_tensor(den, self.device))))
+            rows.append(torch.stack((as_float64(num, self.device), as_float64(den, self.device))))
         self.sums += torch.stack(rows)
         self.examples += examples
 

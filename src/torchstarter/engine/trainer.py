@@ -29,7 +29,7 @@ from torchstarter.engine.batching import (
 from torchstarter.engine.distributed import SINGLE, Distributed
 from torchstarter.engine.early_stopping import EarlyStopping
 from torchstarter.engine.interrupt import GracefulStop, StopRequested
-from torchstarter.engine.metrics import MetricTotals
+from torchstarter.engine.metrics import MetricTotals, as_float64
 from torchstarter.engine.optim import build_optimizer, build_scheduler
 from torchstarter.engine.rng import (
     AUGMENT_STREAM,
@@ -197,7 +197,7 @@ class Trainer:
                     totals.add(loss.detach(), count, outputs, labels, batch_size_of(labels))
             self._optimizer_step()
             bar.update(0 if placeholder else batch_size_of(labels))
-            if step % p.save_summary_steps == 0:
+            if step % p.save_summary_steps == 0 and log.isEnabledFor(logging.DEBUG):
                 log.debug("epoch %d step %d: running loss %.4f", epoch, step,
                           totals.running_loss())
             if not bar.disable and time.monotonic() - last_shown > 0.5:
@@ -234,9 +234,9 @@ class Trainer:
         """
         if not self.dist.enabled:
             return loss, loss.detach(), bool(self.stop)
-        n = torch.as_tensor(count, dtype=torch.float64, device=self.device) * (not placeholder)
-        shared = torch.stack([loss.detach().double() * n, n, torch.tensor(
-            float(bool(self.stop)), dtype=torch.float64, device=self.device)])
+        n = as_float64(count, self.device) * (not placeholder)
+        shared = torch.stack([loss.detach().double() * n, n,
+                              as_float64(float(bool(self.stop)), self.device)])
         self.dist.all_reduce_sum(shared)
         # DDP averages gradients over processes; this weight makes that average the
         # gradient of the global batch's mean loss.
@@ -257,7 +257,14 @@ class Trainer:
                 f"same params and data dir")
         if self.dist.is_main:  # the saved sums are already the sums over every process
             totals.load_state_dict(partial["totals"])
-            augment_gen.set_state(partial["augment_rng"])
+            try:
+                augment_gen.set_state(partial["augment_rng"])
+            except RuntimeError:  # a CUDA generator's state does not fit a CPU one, or back
+                log.warning("the checkpoint stopped in epoch %d on another kind of device; "
+                            "the rest of that epoch draws augmentation from a new stream, so "
+                            "it will not repeat the interrupted run exactly", epoch)
+                augment_gen.manual_seed(derived_seed(self.params.seed, epoch,
+                                                     AUGMENT_STREAM + partial["step"]))
         return partial["step"]
 
     def _pause(self, epoch: int, step: int, totals: MetricTotals,
@@ -325,7 +332,7 @@ class Trainer:
     def _stop_everywhere(self) -> bool:
         if not self.dist.enabled:
             return bool(self.stop)
-        flag = torch.tensor([float(bool(self.stop))], device=self.device)
+        flag = as_float64(float(bool(self.stop)), self.device).view(1)
         return bool(self.dist.all_reduce_sum(flag) > 0)
 
     def _step_scheduler(self, value: float) -> None:
