@@ -14,6 +14,14 @@ meant to finish within 5 minutes on one H100 (not yet timed there: no GPU so far
 
     python benchmarks/gpu_speed.py [--signs-raw DIR] [--ner-corpus ZIP] [--device cuda]
     python benchmarks/gpu_speed.py --device cpu --quick     # a smoke run of the script
+
+The plain loops are what a user writes by hand: data already on the device, the epoch
+order drawn on the host, torch.optim.Adam with its defaults (foreach on a GPU), no
+metrics; a "fused Adam" row shows how much of the difference is torchstarter's fused
+optimizer. Compiled rows get two warm-up epochs (the short last batch makes the second
+epoch recompile). On a GPU it also counts the host-device synchronisations of one
+torchstarter epoch (torch.cuda.set_sync_debug_mode), which should be about two per
+save_summary_steps steps plus a few per epoch.
 """
 
 from __future__ import annotations
@@ -23,12 +31,13 @@ import json
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import REPO, SHARED_NER, SHARED_SIGNS, build_ner, build_signs
+from _common import REPO, SHARED_NER, SHARED_SIGNS, build_ner, build_signs, refuse
 from tabulate import tabulate
 
 from torchstarter.engine.batching import place
@@ -46,11 +55,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed_epochs(run_epoch: Callable[[int], object], epochs: int, device: torch.device
-                 ) -> float:
-    run_epoch(1)  # warm-up: allocator, cuDNN autotuning, compilation
+def timed_epochs(run_epoch: Callable[[int], object], epochs: int, device: torch.device,
+                 warmup: int = 1) -> float:
+    for epoch in range(1, warmup + 1):  # allocator, cuDNN heuristics, compilation, graphs
+        run_epoch(epoch)
     times = []
-    for epoch in range(2, epochs + 2):
+    for epoch in range(warmup + 1, warmup + epochs + 1):
         sync(device)
         started = time.perf_counter()
         run_epoch(epoch)
@@ -78,18 +88,19 @@ def torchstarter_epoch(base: dict, data_dir: Path, device: torch.device, **chang
     return len(train), lambda epoch: trainer.train_epoch(train, epoch)
 
 
-def plain_signs_epoch(data_dir: Path, device: torch.device):
+def plain_signs_epoch(data_dir: Path, device: torch.device, fused: bool = False):
     """What a user writes by hand: data on the device, flips, Adam, no metrics."""
     task, params = resolve_params({**SIGNS_REF, "device": device.type}, "benchmark")
     data = task.read_split(params, data_dir, "train", None)
     x_all, y_all = data.inputs.to(device), data.labels.to(device)
     seed_everything(230)
     model = task.build_model(params).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
+    opt = torch.optim.Adam(model.parameters(), lr=params.learning_rate, fused=fused or None)
 
     def epoch(_: int) -> None:
         model.train()
-        for idx in torch.randperm(len(y_all), device=device).split(params.batch_size):
+        for idx in torch.randperm(len(y_all)).split(params.batch_size):
+            idx = idx.to(device, non_blocking=True)
             x, y = x_all[idx], y_all[idx]
             flip = torch.rand(len(y), device=device) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
@@ -100,7 +111,8 @@ def plain_signs_epoch(data_dir: Path, device: torch.device):
     return len(y_all), epoch
 
 
-def plain_ner_epoch(data_dir: Path, device: torch.device, batch_size: int):
+def plain_ner_epoch(data_dir: Path, device: torch.device, batch_size: int,
+                    fused: bool = False):
     """Padded tensors on the device, cut to each batch's longest sentence, masked loss."""
     task, params = resolve_params({**NER_REF, "batch_size": batch_size,
                                    "device": device.type}, "benchmark")
@@ -108,11 +120,11 @@ def plain_ner_epoch(data_dir: Path, device: torch.device, batch_size: int):
     data = place(task.read_split(params, data_dir, "train", info), device)
     seed_everything(230)
     model = task.build_model(params, info).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=params.learning_rate)
+    opt = torch.optim.Adam(model.parameters(), lr=params.learning_rate, fused=fused or None)
 
     def epoch(_: int) -> None:
         model.train()
-        for idx in torch.randperm(len(data), device=device).split(batch_size):
+        for idx in torch.randperm(len(data)).split(batch_size):  # host order: no sync
             inputs, tags = data.get_batch(idx)
             emissions = model(inputs).emissions
             loss = F.cross_entropy(emissions.reshape(-1, emissions.shape[-1]),
@@ -126,67 +138,69 @@ def plain_ner_epoch(data_dir: Path, device: torch.device, batch_size: int):
 TARGETS = {("signs", 32): 0.05, ("ner", 5): 10.0, ("ner", 64): 1.5}  # s / epoch, one H100
 
 
-def build_cases(signs_dir: Path, ner_dir: Path, device: torch.device, signs_epochs: int,
-                ner_epochs: int, only: str | None, quick: bool) -> list[tuple]:
-    """(task, variant, batch, epochs, factory), the target configurations first.
+def build_cases(signs_dir: Path, ner_dir: Path, device: torch.device, only: str | None,
+                quick: bool) -> list[tuple[str, str, int, Callable]]:
+    """(task, variant, batch, factory), the target configurations first.
 
     The first rows of each task are the plain loop and torchstarter with the reference
     params, so that a run cut short still answers the targets; the options follow.
     """
     gpu = device.type == "cuda"
+
+    def ours(base: dict, data: Path, **changes) -> Callable:
+        return lambda: torchstarter_epoch(base, data, device, **changes)
+
     signs = [
         ("plain loop, fp32", 32, lambda: plain_signs_epoch(signs_dir, device)),
-        ("torchstarter, reference params", 32,
-         lambda: torchstarter_epoch(SIGNS_REF, signs_dir, device)),
-        ("- channels_last (NCHW)", 32,
-         lambda: torchstarter_epoch(SIGNS_REF, signs_dir, device, channels_last=False)),
-        ("+ bf16", 32, lambda: torchstarter_epoch(SIGNS_REF, signs_dir, device,
-                                                  precision="bf16")),
+        ("torchstarter, reference params", 32, ours(SIGNS_REF, signs_dir)),
+        ("plain loop, fused Adam", 32, lambda: plain_signs_epoch(signs_dir, device, True)),
+        ("- channels_last (NCHW)", 32, ours(SIGNS_REF, signs_dir, channels_last=False)),
+        ("+ bf16", 32, ours(SIGNS_REF, signs_dir, precision="bf16")),
     ]
     if gpu or quick:  # a CPU emulates fp16: 13x slower than fp32 on SIGNS, not worth timing
-        signs.append(("+ fp16 (loss scaling)", 32,
-                      lambda: torchstarter_epoch(SIGNS_REF, signs_dir, device,
-                                                 precision="fp16")))
+        signs.append(("+ fp16 (loss scaling)", 32, ours(SIGNS_REF, signs_dir, precision="fp16")))
     if gpu:  # on a CPU, compilation takes minutes and CUDA graphs do not exist
         signs += [("+ compile reduce-overhead (CUDA graphs)", 32,
-                   lambda: torchstarter_epoch(SIGNS_REF, signs_dir, device,
-                                              compile="reduce-overhead")),
+                   ours(SIGNS_REF, signs_dir, compile="reduce-overhead")),
                   ("+ bf16 + compile reduce-overhead", 32,
-                   lambda: torchstarter_epoch(SIGNS_REF, signs_dir, device, precision="bf16",
-                                              compile="reduce-overhead"))]
+                   ours(SIGNS_REF, signs_dir, precision="bf16", compile="reduce-overhead"))]
     ner = []
     for batch in (5, 64):
-        ner += [
-            ("plain loop, fp32", batch, lambda b=batch: plain_ner_epoch(ner_dir, device, b)),
-            ("torchstarter, reference params", batch,
-             lambda b=batch: torchstarter_epoch(NER_REF, ner_dir, device, batch_size=b)),
-        ]
+        ner += [("plain loop, fp32", batch,
+                 lambda b=batch: plain_ner_epoch(ner_dir, device, b)),
+                ("torchstarter, reference params", batch,
+                 ours(NER_REF, ner_dir, batch_size=batch))]
+    ner.append(("plain loop, fused Adam", 64, lambda: plain_ner_epoch(ner_dir, device, 64, True)))
     for batch in (5, 64):
-        ner += [
-            ("+ bucket_by_length", batch,
-             lambda b=batch: torchstarter_epoch(NER_REF, ner_dir, device, batch_size=b,
-                                                bucket_by_length=True)),
-            ("+ bf16", batch,
-             lambda b=batch: torchstarter_epoch(NER_REF, ner_dir, device, batch_size=b,
-                                                precision="bf16")),
-        ]
+        ner += [("+ bucket_by_length", batch,
+                 ours(NER_REF, ner_dir, batch_size=batch, bucket_by_length=True)),
+                ("+ bf16", batch, ours(NER_REF, ner_dir, batch_size=batch, precision="bf16"))]
         if gpu:  # widths rounded to 16 tokens: a few static shapes, one CUDA graph each
             ner.append(("+ bucket, pad_to_multiple 16, compile reduce-overhead", batch,
-                        lambda b=batch: torchstarter_epoch(
-                            NER_REF, ner_dir, device, batch_size=b, bucket_by_length=True,
-                            pad_to_multiple=16, compile="reduce-overhead")))
+                        ours(NER_REF, ner_dir, batch_size=batch, bucket_by_length=True,
+                             pad_to_multiple=16, compile="reduce-overhead")))
     cases = []
     if only in (None, "signs"):
-        cases += [("signs", v, b, signs_epochs, f) for v, b, f in signs]
+        cases += [("signs", v, b, f) for v, b, f in signs]
     if only in (None, "ner"):
-        cases += [("ner", v, b, ner_epochs, f) for v, b, f in ner]
+        cases += [("ner", v, b, f) for v, b, f in ner]
     return cases
 
 
-def measure(case: tuple, device: torch.device) -> tuple[int, float]:
-    _, _, _, epochs, factory = case
+def count_syncs(factory: Callable, device: torch.device) -> tuple[int, int]:
+    """(host-device synchronisations, steps) in one epoch after a warm-up epoch."""
     n, run_epoch = factory()
-    return n, timed_epochs(run_epoch, epochs, device)
+    run_epoch(1)
+    torch.cuda.synchronize(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run_epoch(2)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = sum("synchroniz" in str(w.message) for w in caught)
+    return syncs, n
 
 
 def main() -> None:
@@ -200,28 +214,37 @@ def main() -> None:
                         help="sample data and one timed epoch: checks the script runs")
     args = parser.parse_args()
     started = time.perf_counter()
-    device = torch.device(args.device)
-    real = not args.quick
-    signs_dir = build_signs(args.signs_raw) if real and args.signs_raw.exists() \
-        else sample_data("signs")
-    ner_dir = build_ner(args.ner_corpus) if real and args.ner_corpus.exists() \
-        else sample_data("ner")
+    device = torch.empty(0, device=args.device).device  # "cuda" -> "cuda:0", as train uses
+    gpu = device.type == "cuda"
+    if args.quick:
+        signs_dir, ner_dir = sample_data("signs"), sample_data("ner")
+    else:
+        for path, flag in ((args.signs_raw, "--signs-raw"), (args.ner_corpus, "--ner-corpus")):
+            if not path.exists():
+                refuse(f"{path}: not found; pass {flag} (real data is needed for the "
+                       f"targets), or --quick for a smoke run on the built-in samples")
+        signs_dir, ner_dir = build_signs(args.signs_raw), build_ner(args.ner_corpus)
     print(f"data built in {time.perf_counter() - started:.0f} s", flush=True)
-    cases = build_cases(signs_dir, ner_dir, device, 1 if args.quick else args.epochs,
-                        1 if args.quick else 2, args.only, args.quick)
     rows, plain, ours = [], {}, {}
-    for case in cases:
-        task, variant, batch = case[:3]
+    for task, variant, batch, factory in build_cases(signs_dir, ner_dir, device, args.only,
+                                                     args.quick):
+        epochs = 1 if args.quick else (args.epochs if task == "signs" else 1 if batch == 5
+                                       else 2)
+        compiled = "compile" in variant
         try:
-            n, seconds = measure(case, device)
+            n, run_epoch = factory()
+            seconds = timed_epochs(run_epoch, epochs, device, warmup=2 if compiled else 1)
         except Exception as exc:  # one option failing must not cost the other rows
             first = (str(exc).strip().splitlines() or [""])[0][:120]
             rows.append([task, variant, batch, "failed", type(exc).__name__, first])
             print("  ", rows[-1], flush=True)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
             continue
-        if variant.startswith("plain"):
+        finally:
+            if compiled:
+                torch._dynamo.reset()  # the next case compiles its own model from scratch
+            if gpu:
+                torch.cuda.empty_cache()
+        if variant.startswith("plain loop, fp32"):
             plain[(task, batch)] = seconds
         elif variant.startswith("torchstarter"):
             ours[(task, batch)] = seconds
@@ -229,8 +252,8 @@ def main() -> None:
         rows.append([task, variant, batch, f"{seconds:.3f}", f"{n / seconds:,.0f}",
                      f"{seconds / base:.2f}" if base else "-"])
         print("  ", rows[-1], flush=True)
-    gpu = device.type == "cuda"
     name = torch.cuda.get_device_name(device) if gpu else "CPU"
+    real = not args.quick
     print(f"\n{name}, torch {torch.__version__}, "
           f"{'real data' if real else 'built-in samples (not comparable to targets)'}, "
           f"{time.perf_counter() - started:.0f} s in all")
@@ -247,6 +270,18 @@ def main() -> None:
         else:
             verdict = f"{got:.3f} s (no verdict: the targets are for real data on a GPU)"
         print(f"  {task} batch {batch}: <= {target} s per epoch -> {verdict}")
+    if gpu:
+        print("\nhost-device synchronisations in one torchstarter epoch (reference params):")
+        for task, base, data, batch in (("signs", SIGNS_REF, signs_dir, 32),
+                                        ("ner", NER_REF, ner_dir, 64)):
+            if args.only not in (None, task):
+                continue
+            try:
+                syncs, n = count_syncs(lambda b=base, d=data, bs=batch: torchstarter_epoch(
+                    b, d, device, batch_size=bs), device)
+                print(f"  {task} batch {batch}: {syncs} in {-(-n // batch)} steps")
+            except Exception as exc:
+                print(f"  {task}: could not count ({type(exc).__name__}: {exc})")
 
 
 if __name__ == "__main__":
