@@ -65,7 +65,7 @@ def epoch_reads(tmp_path: Path, task_name: str, **params) -> tuple[int, dict[str
 
 
 NAN_CHECK = "engine/trainer.py:train_epoch"  # bool(torch.isfinite(mean_loss))
-NER_WIDTH = "tasks/ner/data.py:get_batch"  # int(self.lengths_cpu[index].max())
+NER_WIDTH = "tasks/ner/data.py:_batch"  # int(self.lengths_cpu[host_index].max())
 
 
 @pytest.mark.parametrize("params", [
@@ -84,3 +84,37 @@ def test_ner_steps_read_only_host_lengths_and_the_periodic_nan_check(tmp_path, p
     assert reads.pop(NAN_CHECK, 0) == steps // 10
     assert reads.pop(NER_WIDTH, 0) == steps  # lengths_cpu: a host tensor, even on a GPU
     assert reads == {}
+
+
+class Copies(TorchDispatchMode):
+    """Counts copies onto the meta device, which stands in for a GPU here."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.to_device = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default) and \
+                isinstance(out, torch.Tensor) and out.device.type == "meta" and \
+                any(isinstance(a, torch.Tensor) and a.device.type == "cpu" for a in args):
+            self.to_device += 1
+        return out
+
+
+def test_a_pass_sends_its_batch_indices_to_the_device_in_one_copy():
+    from torchstarter.engine.batching import TensorData, batch_groups, iterate_groups
+    from torchstarter.tasks.ner.data import TokenData
+
+    lengths = torch.randint(1, 9, (23,), generator=torch.Generator().manual_seed(0))
+    meta = torch.device("meta")
+    words = torch.zeros(23, 8, dtype=torch.long, device=meta)
+    tokens = TokenData(words, words.clone(), lengths)  # keeps its host copy of lengths
+    tokens.lengths = lengths.to(meta)
+    splits = [TensorData(torch.zeros(23, 3, device=meta), torch.zeros(23, device=meta)), tokens]
+    for data in splits:
+        groups = batch_groups(data, torch.randperm(23), 4)
+        with Copies() as copies:
+            batches = list(iterate_groups(data, groups, meta))
+        assert len(batches) == 6 and copies.to_device == 1
+        assert [len(b[1]) for b in batches] == [len(g) for g in groups]

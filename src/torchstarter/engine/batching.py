@@ -6,9 +6,11 @@ Two kinds of split data are accepted:
 - any torch Dataset of (inputs, label) pairs: read through a DataLoader with
   params.num_workers processes, in the same order.
 Every example is used once per epoch; the last batch may be short, never dropped.
-Batch indices are CPU tensors: get_batch moves them to its data's device with a
-non-blocking copy, so forming a batch never waits for the GPU, and a task can read facts
-about the batch (such as its longest sentence) on the host for free.
+Batch indices are CPU tensors, so a task can read facts about a batch (such as its
+longest sentence) on the host for free. A split may also define iter_batches(groups) to
+form a whole pass's batches itself: TensorData and NER's TokenData send the pass's indices
+to the device in one non-blocking copy and slice it per batch, so no step copies anything
+from the host to the GPU or waits for it.
 In-memory data may also define batch_indices(order, batch_size) to group the epoch's
 order differently (e.g. by length), as long as every index is used exactly once.
 A batch given as a dict may carry entries named `host_...`: they stay on the host, for
@@ -49,6 +51,11 @@ class TensorData:
         index = index.to(self.inputs.device, non_blocking=True)
         return self.inputs[index], self.labels[index]
 
+    def iter_batches(self, groups: list[torch.Tensor]
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _, index in staged_indices(groups, self.inputs.device):
+            yield self.inputs[index], self.labels[index]
+
     @property
     def device(self) -> torch.device:
         return self.inputs.device
@@ -57,6 +64,22 @@ class TensorData:
         if self.inputs.device == device and self.labels.device == device:
             return self
         return TensorData(self.inputs.to(device), self.labels.to(device))
+
+
+def staged_indices(groups: list[torch.Tensor], device: torch.device
+                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Each group of indices on the host and on `device`, the latter all from one copy.
+
+    One transfer per pass instead of one per batch: the per-batch device indices are
+    views into it, so forming a batch launches no copy and never waits for the GPU.
+    """
+    if not groups:
+        return
+    on_device = torch.cat(groups).to(device, non_blocking=True)
+    start = 0
+    for group in groups:
+        yield group, on_device[start:start + len(group)]
+        start += len(group)
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
@@ -116,8 +139,10 @@ def iterate_groups(data: BatchSource | Dataset, groups: list[torch.Tensor],
     an unbroken run, shifting every later dropout mask.
     """
     if isinstance(data, BatchSource):
-        for index in groups[skip:]:
-            inputs, labels = data.get_batch(index)
+        rest = groups[skip:]
+        own = getattr(data, "iter_batches", None)
+        batches = own(rest) if own is not None else (data.get_batch(i) for i in rest)
+        for inputs, labels in batches:
             yield to_device(inputs, device), to_device(labels, device)  # no-op when there
         return
     chunks = [g.tolist() for g in groups[skip:]]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from torchstarter.config import Params
+from torchstarter.engine.batching import staged_indices
 from torchstarter.errors import UserError
 from torchstarter.tasks.ner.corpus import read_split
 from torchstarter.tasks.ner.entities import TagScheme
@@ -92,9 +94,19 @@ class TokenData:
                          self.pad_to_multiple)
 
     def get_batch(self, index: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        host_lengths = self.lengths_cpu[index.cpu()]
+        index = index.cpu()
+        return self._batch(index, index.to(self.words.device, non_blocking=True))
+
+    def iter_batches(self, groups: list[torch.Tensor]
+                     ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        for host_index, index in staged_indices(groups, self.words.device):
+            yield self._batch(host_index, index)
+
+    def _batch(self, host_index: torch.Tensor, index: torch.Tensor
+               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The batch of `index` (on the data's device); widths come from the host copy."""
+        host_lengths = self.lengths_cpu[host_index]
         width = self.batch_width(int(host_lengths.max()))  # host only: no sync
-        index = index.to(self.words.device, non_blocking=True)
         inputs = {"words": self.words[index, :width], "lengths": self.lengths[index],
                   "host_lengths": host_lengths}
         if self.forms is not None:
