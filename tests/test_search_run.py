@@ -365,3 +365,26 @@ def test_a_base_that_writes_out_a_default_still_matches_its_trial_folders(tmp_pa
     assert ensure_trial_folder(tmp_path, "learning_rate_0.01", {**params, "seed": 230}) == folder
     with pytest.raises(UserError, match=r"differs from the base params .*\(keys seed\)"):
         ensure_trial_folder(tmp_path, "learning_rate_0.01", {**params, "seed": 1})
+
+
+def test_set_overrides_the_base_of_every_trial_and_a_searched_key_is_refused(tmp_path,
+                                                                           sample_data):
+    parent = make_parent(tmp_path, num_epochs=3)
+    result = search(parent, sample_data, "--grid", "learning_rate=1e-3,1e-2",
+                    "--set", "num_epochs=1", "dropout_rate=0.3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for folder in (FOLDERS[1], FOLDERS[2]):
+        params = json.loads((parent / folder / "params.json").read_text())
+        assert (params["num_epochs"], params["dropout_rate"]) == (1, 0.3)
+        assert len(json.loads((parent / folder / "history.json").read_text())) == 1
+    assert json.loads((parent / "params.json").read_text())["num_epochs"] == 3  # untouched
+
+    searched = search(parent, sample_data, "--grid", "learning_rate=1e-3",
+                      "--set", "learning_rate=0.5")
+    assert searched.returncode == 2 and searched.stderr.count("\n") == 1
+    assert "--set learning_rate: this key is searched" in searched.stderr
+    bad = search(parent, sample_data, "--grid", "learning_rate=1e-3", "--set", "num_epochs=0")
+    assert bad.returncode == 2 and "(with --set)" in bad.stderr, bad.stderr
+    forgotten = search(parent, sample_data, "--grid", "learning_rate=1e-3,1e-2")
+    assert forgotten.returncode == 2, forgotten.stdout  # other base: trials are not mixed
+    assert "differs from the base params" in forgotten.stderr

@@ -18,8 +18,9 @@ def restore_flag(parser: argparse.ArgumentParser, default: str | None, help_: st
                         default=default, metavar="last|best|PATH", help=help_)
 
 
-def set_flag(parser: argparse.ArgumentParser) -> None:
+def set_flag(parser: argparse.ArgumentParser, help_: str | None = None) -> None:
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
                         metavar="KEY=VALUE",
-                        help="override params.json keys for this run, e.g. --set "
-                             "learning_rate=0.01 num_epochs=3 (values are read as JSON)")
+                        help=help_ or "override params.json keys for this run, e.g. --set "
+                                      "learning_rate=0.01 num_epochs=3 (values are read "
+                                      "as JSON)")

@@ -12,7 +12,7 @@ import json
 import signal
 from pathlib import Path
 
-from torchstarter.cli.flags import flag
+from torchstarter.cli.flags import flag, set_flag
 from torchstarter.errors import UserError
 
 SEARCH_FILE = "search.json"
@@ -40,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
          help="name of the study in the storage (default: the parent folder's name)")
     flag(p, "retry_failed", action="store_true",
          help="run failed trials again (continuing from their last checkpoint)")
+    set_flag(p, "override the base params.json keys for every trial, e.g. --set "
+                "num_epochs=3 (written into each trial's params.json; a rerun must pass "
+                "the same values)")
 
 
 def _check_data(base_raw: dict, base_path: Path, data_dir: Path) -> None:
@@ -59,7 +62,7 @@ def _check_data(base_raw: dict, base_path: Path, data_dir: Path) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from torchstarter.config.params import read_params_file
+    from torchstarter.config.params import parse_overrides, read_params_file
     from torchstarter.search.scheduler import SearchJob
     from torchstarter.search.space import (
         check_against_params,
@@ -86,6 +89,16 @@ def _load(args: argparse.Namespace):
                         f"--grid learning_rate=1e-4,1e-3,1e-2")
     base_path = parent / "params.json"
     base_raw = read_params_file(base_path)
+    overrides = parse_overrides(args.overrides)
+    searched = sorted(set(overrides) & set(spec.space))
+    if searched:
+        raise UserError(f"--set {searched[0]}: this key is searched, so each trial sets it; "
+                        f"drop it from --set or from the search space")
+    if overrides:
+        from torchstarter.tasks.registry import resolve_params
+
+        base_raw = {**base_raw, **overrides}
+        resolve_params(base_raw, f"{base_path} (with --set)", parent)  # blame the flag
     objective = check_against_params(spec, base_raw, base_path)
     _check_data(base_raw, base_path, Path(args.data_dir))
     return SearchJob(parent=parent, data_dir=Path(args.data_dir), spec=spec,
