@@ -587,6 +587,14 @@ def _(w: World, tmp: Path) -> Scenario:
                     "checkpoint not found; train first", [run])
 
 
+@case("predict-input-missing", "ner")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.ner_run, tmp / "run")
+    missing = tmp / "sentencs.txt"
+    return Scenario(["predict", "--model-dir", run, missing], str(missing),
+                    "not found; pass a text file of one sentence a line", [run])
+
+
 @case("checkpoint-other-architecture", "train-restore")
 def _(w: World, tmp: Path) -> Scenario:
     run = copy(w.signs_run, tmp / "run")

@@ -39,3 +39,23 @@ def test_tags_that_are_not_bio_are_a_user_error(tmp_path):
 def test_a_long_sentence_is_read_as_a_sentence_not_a_file_name():
     sentence = " ".join(["word"] * 200)
     assert read_sentences([sentence]) == [["word"] * 200]
+
+
+@pytest.mark.parametrize("item", ["sentences.tx t", "John", "U.S.", "Hello world ."])
+def test_words_and_sentences_are_tagged_as_text(item):
+    assert read_sentences([item]) == [item.split()]
+
+
+@pytest.mark.parametrize("item", ["sentence.txt", "data/new.txt", "inputs.CSV"])
+def test_a_missing_file_name_is_an_error_not_a_one_word_sentence(item, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match=rf"^{item}: not found; pass a text file"):
+        read_sentences([item])
+
+
+def test_a_folder_given_as_input_is_named_as_a_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "texts").mkdir()
+    with pytest.raises(UserError, match=r"^texts/: a folder"):
+        read_sentences(["texts/"])

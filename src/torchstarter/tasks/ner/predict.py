@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,23 @@ def read_sentences(inputs: list[str]) -> list[list[str]]:
                 lines.extend(Path(item).read_text(encoding="utf-8").splitlines())
             except UnicodeDecodeError:
                 raise UserError(f"{item}: not UTF-8 text; convert the file to UTF-8") from None
+        elif _looks_like_a_path(item):
+            what = "a folder" if Path(item).is_dir() else "not found"
+            raise UserError(f"{item}: {what}; pass a text file of one sentence a line (a "
+                            f"single word that looks like a path is not tagged as text: "
+                            f"add a token, e.g. '{item} .', to tag it)")
         else:
             lines.append(item)
     sentences = [line.split() for line in lines if line.strip()]
     if not sentences:
         raise UserError("predict: no sentence given (pass sentences, text files or - for stdin)")
     return sentences
+
+
+def _looks_like_a_path(item: str) -> bool:
+    """One token with a folder separator or a text-file suffix: a mistyped file name."""
+    return len(item.split()) == 1 and ("/" in item or "\\" in item or bool(
+        re.search(r"\.(txt|text|tsv|csv|conll|json|jsonl)$", item, re.IGNORECASE)))
 
 
 def _is_file(item: str) -> bool:
