@@ -388,3 +388,29 @@ def test_set_overrides_the_base_of_every_trial_and_a_searched_key_is_refused(tmp
     forgotten = search(parent, sample_data, "--grid", "learning_rate=1e-3,1e-2")
     assert forgotten.returncode == 2, forgotten.stdout  # other base: trials are not mixed
     assert "differs from the base params" in forgotten.stderr
+
+
+def test_two_processes_drawing_at_the_same_moment_never_exceed_n_trials(tmp_path):
+    """The second draw starts while the first is between counting and claiming."""
+    parent = make_parent(tmp_path)
+    spec = parse_search({"method": "random", "n_trials": 1, "space": {
+        "learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-1}}}, "search.json")
+    first, _ = searcher(parent, tmp_path, spec)
+    second, _ = searcher(parent, tmp_path, spec)
+    got = {}
+    ask = first.study.ask
+
+    def ask_while_the_other_draws(*args, **kwargs):
+        other = threading.Thread(target=lambda: got.setdefault("second", second.next_work()))
+        other.start()
+        other.join(timeout=1.0)  # without the sampling lock it finishes its own draw here
+        return ask(*args, **kwargs)
+
+    first.study.ask = ask_while_the_other_draws
+    work = first.next_work()
+    wait_for(lambda: "second" in got, timeout=30)
+    assert isinstance(work, Work)
+    assert not isinstance(got["second"], Work), "a second trial beyond n_trials=1"
+    folders = [p.name for p in parent.iterdir() if p.is_dir()]
+    assert folders == [work.name]
+    release(work.claim_fd)

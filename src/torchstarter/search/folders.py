@@ -16,7 +16,8 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from torchstarter.experiment import files
 from torchstarter.utils.atomic import write_json
 
 CLAIM = ".search.lock"
+SAMPLING = ".search.sampling"  # in the parent: held while a process draws a new trial
 TRIAL_LOG = "search_trial.log"
 RUN_RECORD = "run.json"
 _UMASK = os.umask(0)
@@ -116,6 +118,18 @@ def claim_holder(folder: Path) -> str | None:
     if not pid.isdigit():
         return None
     return f"pid {pid}" if host in ("", socket.gethostname()) else f"pid {pid} on {host}"
+
+
+@contextmanager
+def sampling_turn(parent: Path) -> Iterator[None]:
+    """One process at a time counts the study's trials and draws a new one (held for
+    milliseconds), so searches sharing a study never draw more than n_trials together."""
+    fd = os.open(Path(parent) / SAMPLING, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def release(fd: int) -> None:

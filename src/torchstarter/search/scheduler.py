@@ -2,7 +2,8 @@
 
 Which trial is next: for a grid, the next point whose folder is not final in the study;
 for random and tpe, first a trial left unfinished by an earlier search, then a new
-sample while the study has fewer than n_trials folders. A worker must claim a trial's
+sample while the study has fewer than n_trials folders (counted and drawn while holding
+the parent's sampling lock, so several processes never overshoot). A worker must claim a trial's
 folder before it runs it (see folders.py), and it re-reads the study after claiming,
 so a point finished by another worker or process in the meantime is never run twice.
 A point claimed by another process is waited for, so every search that ends has seen
@@ -34,6 +35,7 @@ from torchstarter.search.folders import (
     ensure_trial_folder,
     read_run,
     release,
+    sampling_turn,
     train_resume_args,
 )
 from torchstarter.search.naming import trial_folder_name
@@ -194,8 +196,11 @@ class Search:
                 return work
             self._announce_wait(name)
             waiting = True
-        if self.grid is None and len(latest) < self.spec.n_trials:
-            return self._sample(latest)
+        if self.grid is None:
+            with sampling_turn(self.job.parent):  # count and draw as one step
+                latest = self._latest()
+                if len(latest) < self.spec.n_trials:
+                    return self._sample(latest)
         return WAIT if waiting else None
 
     def _announce_wait(self, name: str) -> None:
