@@ -6,11 +6,12 @@ epoch), samples per second, the ratio to a plain PyTorch loop on the same device
 the data already there, and the effect of each speed option (channels_last, bf16,
 fp16, torch.compile "reduce-overhead", i.e. CUDA graphs, where shapes are static).
 The issue's targets on one H100: SIGNS <= 0.05 s/epoch; NER batch 5 <= 10 s, batch 64
-<= 1.5 s. Without the real data it falls back to the built-in samples (numbers then
-say nothing about the targets). Rows come in order of importance (the plain loop and the
-reference params of each target first), each printed as soon as it is measured, and an
-option that fails prints its error in its row instead of ending the run. One command,
-meant to finish within 5 minutes on one H100 (not yet timed there: no GPU so far):
+<= 1.5 s. It needs the real data (it refuses to time the samples as if they were);
+--quick runs on the built-in samples, to check the script. Rows come in order of
+importance (the plain loop and the reference params of each target first), each printed
+as soon as it is measured, and an option that fails prints its error in its row instead
+of ending the run. One command, meant to finish within 5 minutes on one H100 (not yet
+timed there: no GPU so far):
 
     python benchmarks/gpu_speed.py [--signs-raw DIR] [--ner-corpus ZIP] [--device cuda]
     python benchmarks/gpu_speed.py --device cpu --quick     # a smoke run of the script
@@ -188,7 +189,7 @@ def build_cases(signs_dir: Path, ner_dir: Path, device: torch.device, only: str 
 
 
 def count_syncs(factory: Callable, device: torch.device) -> tuple[int, int]:
-    """(host-device synchronisations, steps) in one epoch after a warm-up epoch."""
+    """(host-device synchronisations, examples) in one epoch after a warm-up epoch."""
     n, run_epoch = factory()
     run_epoch(1)
     torch.cuda.synchronize(device)

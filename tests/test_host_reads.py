@@ -78,12 +78,29 @@ def test_signs_steps_read_nothing_but_the_periodic_nan_check(tmp_path, params):
     assert reads == {}
 
 
-@pytest.mark.parametrize("params", [{}, {"bucket_by_length": True, "pad_to_multiple": 8}])
+@pytest.mark.parametrize("params", [
+    {}, {"bucket_by_length": True, "pad_to_multiple": 8},
+    {"bidirectional": True, "num_layers": 2, "dropout": 0.2}])
 def test_ner_steps_read_only_host_lengths_and_the_periodic_nan_check(tmp_path, params):
     steps, reads = epoch_reads(tmp_path, "ner", **params)
     assert reads.pop(NAN_CHECK, 0) == steps // 10
     assert reads.pop(NER_WIDTH, 0) == steps  # lengths_cpu: a host tensor, even on a GPU
+    if params.get("bidirectional"):
+        # Packing reads the batch's host-side lengths; test_ner_masking proves these are
+        # never the device copy (a device tensor that refuses host reads goes through).
+        assert reads.pop("tasks/ner/net.py:_lstm", 0) == 2 * steps
     assert reads == {}
+
+
+def test_a_crf_reads_its_underflow_checks_and_nothing_else(tmp_path):
+    """The CRF checks once per pass whether its fast sums underflowed (see crf.py):
+    three reads a step (forward and backward recursions, and Viterbi for the metrics)."""
+    steps, reads = epoch_reads(tmp_path, "ner", crf=True)
+    assert reads.pop(NAN_CHECK, 0) == steps // 10
+    assert reads.pop(NER_WIDTH, 0) == steps
+    crf = {where: n for where, n in reads.items() if where.startswith("tasks/ner/crf.py")}
+    assert sum(crf.values()) == 3 * steps
+    assert reads.keys() == crf.keys()
 
 
 class Copies(TorchDispatchMode):

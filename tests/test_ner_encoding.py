@@ -41,12 +41,14 @@ def test_a_long_sentence_is_read_as_a_sentence_not_a_file_name():
     assert read_sentences([sentence]) == [["word"] * 200]
 
 
-@pytest.mark.parametrize("item", ["sentences.tx t", "John", "U.S.", "Hello world ."])
+@pytest.mark.parametrize("item", ["sentences.tx t", "John", "U.S.", "Hello world .",
+                                  "and/or", "1/2", "http://example.com"])
 def test_words_and_sentences_are_tagged_as_text(item):
     assert read_sentences([item]) == [item.split()]
 
 
-@pytest.mark.parametrize("item", ["sentence.txt", "data/new.txt", "inputs.CSV"])
+@pytest.mark.parametrize("item", ["sentence.txt", "data/new.txt", "inputs.CSV",
+                                  "x" * 300 + ".txt"])
 def test_a_missing_file_name_is_an_error_not_a_one_word_sentence(item, tmp_path,
                                                                 monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -142,3 +142,17 @@ def test_a_key_given_twice_in_a_nested_object_is_refused_too(tmp_path):
     path.write_text('{"space": {\n "lr": [1, 2],\n "lr": [3]}}')
     with pytest.raises(UserError, match=r"search.json:3: key 'lr' is given twice"):
         read_params_file(path)
+
+
+@pytest.mark.parametrize("text, line", [
+    ('{"a": 1,\n"b": {"a": 5},\n"a": 2}', 3),  # the same key inside a nested object first
+    ('{"metric": "lr",\n "x": 1,\n "lr": 1,\n "lr": 2}', 4),  # the key as a value first
+    ('{"space": {\n "a": {"low": 1},\n "b": {"low": 2,\n  "high": 3,\n  "low": 4}}}', 5),
+    ('{"t": "x",\n "\\u00e9": 1,\n "y": 2,\n "\u00e9": 3}', 4),  # escaped, then written out
+    ('{"a": "x\u2028y",\n"a": 2}', 2),  # U+2028 inside a string is no line break in JSON
+])
+def test_a_duplicate_key_is_reported_at_its_second_line(tmp_path, text, line):
+    path = tmp_path / "params.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(UserError, match=rf"params.json:{line}: key .* is given twice"):
+        read_params_file(path)

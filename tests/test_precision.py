@@ -38,13 +38,17 @@ def test_the_ner_lstm_runs_in_float32_under_autocast(bidirectional, dtype):
                                 "num_epochs": 1, "bidirectional": bidirectional}, "t")
     model = build_model(params, info)
     seen = []
-    model.lstm.register_forward_hook(
-        lambda module, args, out: seen.append(
-            (args[0].data if hasattr(args[0], "batch_sizes") else args[0]).dtype))
+
+    def dtypes(module, args, out):  # what the LSTM got and what it computed in
+        first = out[0].data if hasattr(out[0], "batch_sizes") else out[0]
+        given = args[0].data if hasattr(args[0], "batch_sizes") else args[0]
+        seen.append((given.dtype, first.dtype))
+
+    model.lstm.register_forward_hook(dtypes)
     batch = {"words": torch.tensor([[2, 3, 2], [3, 2, 0]]), "lengths": torch.tensor([3, 2])}
     with torch.autocast("cpu", dtype=dtype):
         out = model(batch)
         # Low-precision features, as a GPU's autocast may hand them on, go in as float32 too.
         model._recurrent(torch.randn(2, 3, 50).to(dtype), torch.tensor([3, 2]))
-    assert seen == [torch.float32, torch.float32]
+    assert seen == [(torch.float32, torch.float32)] * 2
     assert out.emissions.dtype == dtype  # the layers around it still run in low precision

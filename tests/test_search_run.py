@@ -382,12 +382,13 @@ def test_set_overrides_the_base_of_every_trial_and_a_searched_key_is_refused(tmp
     searched = search(parent, sample_data, "--grid", "learning_rate=1e-3",
                       "--set", "learning_rate=0.5")
     assert searched.returncode == 2 and searched.stderr.count("\n") == 1
-    assert "--set learning_rate: this key is searched" in searched.stderr
+    assert "--set learning_rate: the search sets this key" in searched.stderr
     bad = search(parent, sample_data, "--grid", "learning_rate=1e-3", "--set", "num_epochs=0")
     assert bad.returncode == 2 and "(with --set)" in bad.stderr, bad.stderr
     forgotten = search(parent, sample_data, "--grid", "learning_rate=1e-3,1e-2")
     assert forgotten.returncode == 2, forgotten.stdout  # other base: trials are not mixed
     assert "differs from the base params" in forgotten.stderr
+    assert "pass the same --set values as before" in forgotten.stderr
 
 
 def test_two_processes_drawing_at_the_same_moment_never_exceed_n_trials(tmp_path):
@@ -410,7 +411,15 @@ def test_two_processes_drawing_at_the_same_moment_never_exceed_n_trials(tmp_path
     work = first.next_work()
     wait_for(lambda: "second" in got, timeout=30)
     assert isinstance(work, Work)
-    assert not isinstance(got["second"], Work), "a second trial beyond n_trials=1"
+    assert got["second"] == WAIT, "a second trial beyond n_trials=1, or done too early"
     folders = [p.name for p in parent.iterdir() if p.is_dir()]
     assert folders == [work.name]
     release(work.claim_fd)
+
+
+def test_set_cannot_change_the_metric_a_search_file_chose(tmp_path, sample_data):
+    parent = make_parent(tmp_path, {"space": {"learning_rate": [1e-3, 1e-2]}, "metric": "loss"})
+    result = search(parent, sample_data, "--set", "metric_mode=max")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "--set metric_mode: the search sets this key" in result.stderr
+    assert sorted(p.name for p in parent.iterdir()) == ["params.json", "search.json"]

@@ -321,3 +321,13 @@ def test_an_untrained_experiment_of_a_user_task_adds_no_default_columns(tmp_path
     (untrained / "params.json").write_text(json.dumps({**BASE, "task": "my_task"}))
     table = synthesize_report(tmp_path).table
     assert table.varying == ["task"]
+
+
+def test_a_params_json_saved_with_a_byte_order_mark_reads_like_any_other(tmp_path):
+    fake_run(tmp_path / "a", {"learning_rate": 1e-2}, epochs=2)
+    bom = fake_run(tmp_path / "b", {"learning_rate": 1e-3}, epochs=2)
+    path = bom / "params.json"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as Notepad saves UTF-8
+    report = synthesize_report(tmp_path)
+    assert "params.json" not in report.text and "malformed" not in report.text
+    assert sorted(r["learning_rate"] for r in report.table.rows) == [1e-3, 1e-2]

@@ -90,10 +90,13 @@ def _load(args: argparse.Namespace):
     base_path = parent / "params.json"
     base_raw = read_params_file(base_path)
     overrides = parse_overrides(args.overrides)
-    searched = sorted(set(overrides) & set(spec.space))
+    chosen = set(spec.space) | ({"metric", "metric_mode"}
+                                if spec.metric is not None or spec.direction is not None
+                                else set())
+    searched = sorted(set(overrides) & chosen)
     if searched:
-        raise UserError(f"--set {searched[0]}: this key is searched, so each trial sets it; "
-                        f"drop it from --set or from the search space")
+        raise UserError(f"--set {searched[0]}: the search sets this key for every trial (it "
+                        f"is searched, or follows the search's metric); drop it from --set")
     if overrides:
         from torchstarter.tasks.registry import resolve_params
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -58,43 +59,78 @@ def read_params_file(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8 JSON") from None
     try:
-        raw = json.loads(text, object_pairs_hook=_refuse_duplicates)
+        raw = _StrictDecoder(text).decode(text)
     except json.JSONDecodeError as exc:
         raise UserError(
             f"{path}:{exc.lineno}:{exc.colno}: malformed JSON ({exc.msg}); fix the file"
         ) from None
     except _DuplicateKey as exc:
-        raise UserError(f"{path}:{_line_of_second(text, exc.key)}: key {exc.key!r} is given "
-                        f"twice (JSON would silently keep the last); keep one") from None
+        raise UserError(f"{path}:{exc.line}: key {exc.key!r} is given twice (JSON would "
+                        f"silently keep the last); keep one") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a JSON object {{...}} of key/value pairs")
     return raw
 
 
 class _DuplicateKey(Exception):
-    def __init__(self, key: str):
+    def __init__(self, key: str, line: int):
         super().__init__(key)
-        self.key = key
+        self.key, self.line = key, line
 
 
-def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
+class _StrictDecoder(json.JSONDecoder):
+    """A JSON decoder that refuses a key given twice in one object, knowing its line.
+
+    It runs the pure-Python scanner, so that each object's start is seen: the second
+    occurrence of the key is then searched from there, not from the top of the file.
+    """
+
+    def __init__(self, text: str):
+        super().__init__(object_pairs_hook=self._pairs)
+        self.text, self.starts = text, [0]
+        self.parse_object = self._object
+        self.scan_once = json.scanner.py_make_scanner(self)
+
+    def _object(self, s_and_end, *args):  # noqa: ANN001, ANN202 (json's own signature)
+        self.starts.append(s_and_end[1])
+        try:
+            return json.decoder.JSONObject(s_and_end, *args)
+        finally:
+            self.starts.pop()
+
+    def _pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise _DuplicateKey(key, self._line_of_second(key))
+            out[key] = value
+        return out
+
+    def _line_of_second(self, key: str) -> int:
+        """Line of the key's second occurrence among this object's own keys."""
+        text, i, depth, seen = self.text, self.starts[-1], 0, 0
+        while i < len(text):
+            char = text[i]
+            if char == '"':
+                end = _STRING.match(text, i).end()
+                after = text[end:end + 80].lstrip()
+                if depth == 0 and after.startswith(":") and json.loads(text[i:end]) == key:
+                    seen += 1
+                    if seen == 2:
+                        return text.count("\n", 0, i) + 1
+                i = end
+                continue
+            if char in "{[":
+                depth += 1
+            elif char in "}]":
+                if depth == 0:
+                    break
+                depth -= 1
+            i += 1
+        return 1
 
 
-def _line_of_second(text: str, key: str) -> int:
-    """The line where `key` appears as a key for the second time (1 when it cannot tell)."""
-    quoted = json.dumps(key)
-    seen = 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        seen += line.count(quoted)
-        if seen >= 2:
-            return number
-    return 1
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:

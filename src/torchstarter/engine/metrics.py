@@ -73,7 +73,7 @@ class MetricTotals:
     def _reduced_count(self) -> int:
         if self.reduce is None:
             return self.examples
-        return int(self.reduce(torch.tensor([self.examples], device=self.device)).item())
+        return int(self.reduce(as_float64(self.examples, self.device).view(1)).item())
 
     def _reduced(self) -> torch.Tensor:
         return self.reduce(self.sums.clone()) if self.reduce is not None else self.sums

@@ -135,8 +135,9 @@ class Trainer:
         if self.dist.enabled:
             if self.device.type == "cuda":  # one batch statistic over all processes
                 model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            # No device_ids: batches are already on this process's device, and with them
+            # DDP would copy every input tensor there, host-side lengths included.
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=None)
         if self.params.compile != "none":
             model = torch.compile(model, mode=None if self.params.compile == "default"
                                   else self.params.compile)

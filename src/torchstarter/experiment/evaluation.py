@@ -43,7 +43,7 @@ def load_trained(model_dir: Path, restore: str = "best",
 def _check_same_task(model_dir: Path, path: Path, task: Any) -> None:
     """A checkpoint given by path must belong to this model dir's task."""
     try:
-        own = json.loads((Path(model_dir) / files.PARAMS).read_text(encoding="utf-8"))["task"]
+        own = json.loads((Path(model_dir) / files.PARAMS).read_text(encoding="utf-8-sig"))["task"]
     except (OSError, ValueError, KeyError, TypeError):
         return  # no readable params.json: the checkpoint's own params are all there is
     if own != task:

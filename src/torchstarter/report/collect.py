@@ -203,7 +203,7 @@ def _read_json(path: Path, exp: Experiment, kind: type) -> Any:
     """The JSON in path if it is a `kind`; else None and a note naming the file."""
     where = (Path(exp.name) / path.name).as_posix() if exp.name != "." else path.name
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError) as exc:
         exp.notes.append(f"{where}: unreadable ({_one_line(str(exc))}); its cells are blank")
         return None

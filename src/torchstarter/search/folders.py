@@ -87,7 +87,8 @@ def ensure_trial_folder(parent: Path, name: str, params: Mapping[str, Any]) -> P
     if changed:
         raise UserError(f"{folder / files.PARAMS}: differs from the base params plus this "
                         f"trial's values (keys {', '.join(changed)}); restore "
-                        f"{Path(parent) / files.PARAMS}, or search in a new parent folder")
+                        f"{Path(parent) / files.PARAMS} and pass the same --set values as "
+                        f"before (if any), or search in a new parent folder")
     return folder
 
 
@@ -147,7 +148,7 @@ class DiskRun:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError):
         return None
 

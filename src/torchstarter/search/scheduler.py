@@ -198,9 +198,12 @@ class Search:
             waiting = True
         if self.grid is None:
             with sampling_turn(self.job.parent):  # count and draw as one step
-                latest = self._latest()
+                seen, latest = latest, self._latest()
                 if len(latest) < self.spec.n_trials:
                     return self._sample(latest)
+            # Another process drew while this one waited for the lock: wait for its trial.
+            waiting = waiting or any(name not in seen and not self._final(trial)
+                                     for name, trial in latest.items())
         return WAIT if waiting else None
 
     def _announce_wait(self, name: str) -> None:

@@ -30,7 +30,7 @@ def read_sentences(inputs: list[str]) -> list[list[str]]:
             except UnicodeDecodeError:
                 raise UserError(f"{item}: not UTF-8 text; convert the file to UTF-8") from None
         elif _looks_like_a_path(item):
-            what = "a folder" if Path(item).is_dir() else "not found"
+            what = "a folder" if _is_dir(item) else "not found"
             raise UserError(f"{item}: {what}; pass a text file of one sentence a line (a "
                             f"single word that looks like a path is not tagged as text: "
                             f"add a token, e.g. '{item} .', to tag it)")
@@ -43,9 +43,17 @@ def read_sentences(inputs: list[str]) -> list[list[str]]:
 
 
 def _looks_like_a_path(item: str) -> bool:
-    """One token with a folder separator or a text-file suffix: a mistyped file name."""
-    return len(item.split()) == 1 and ("/" in item or "\\" in item or bool(
+    """One token ending in a text-file suffix or a slash: a mistyped file or folder name
+    (not words such as "and/or" or "1/2", which are tagged as text)."""
+    return len(item.split()) == 1 and (item.endswith(("/", "\\")) or bool(
         re.search(r"\.(txt|text|tsv|csv|conll|json|jsonl)$", item, re.IGNORECASE)))
+
+
+def _is_dir(item: str) -> bool:
+    try:
+        return Path(item).is_dir()
+    except OSError:  # e.g. a name longer than the file system allows
+        return False
 
 
 def _is_file(item: str) -> bool:
