@@ -89,14 +89,14 @@ def torchstarter_epoch(base: dict, data_dir: Path, device: torch.device, **chang
     return len(train), lambda epoch: trainer.train_epoch(train, epoch)
 
 
-def plain_signs_epoch(data_dir: Path, device: torch.device, fused: bool = False):
+def plain_signs_epoch(data_dir: Path, device: torch.device, **adam: bool):
     """What a user writes by hand: data on the device, flips, Adam, no metrics."""
     task, params = resolve_params({**SIGNS_REF, "device": device.type}, "benchmark")
     data = task.read_split(params, data_dir, "train", None)
     x_all, y_all = data.inputs.to(device), data.labels.to(device)
     seed_everything(230)
     model = task.build_model(params).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=params.learning_rate, fused=fused or None)
+    opt = torch.optim.Adam(model.parameters(), lr=params.learning_rate, **adam)
 
     def epoch(_: int) -> None:
         model.train()
@@ -112,8 +112,7 @@ def plain_signs_epoch(data_dir: Path, device: torch.device, fused: bool = False)
     return len(y_all), epoch
 
 
-def plain_ner_epoch(data_dir: Path, device: torch.device, batch_size: int,
-                    fused: bool = False):
+def plain_ner_epoch(data_dir: Path, device: torch.device, batch_size: int, **adam: bool):
     """Padded tensors on the device, cut to each batch's longest sentence, masked loss."""
     task, params = resolve_params({**NER_REF, "batch_size": batch_size,
                                    "device": device.type}, "benchmark")
@@ -121,7 +120,7 @@ def plain_ner_epoch(data_dir: Path, device: torch.device, batch_size: int,
     data = place(task.read_split(params, data_dir, "train", info), device)
     seed_everything(230)
     model = task.build_model(params, info).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=params.learning_rate, fused=fused or None)
+    opt = torch.optim.Adam(model.parameters(), lr=params.learning_rate, **adam)
 
     def epoch(_: int) -> None:
         model.train()
@@ -154,7 +153,7 @@ def build_cases(signs_dir: Path, ner_dir: Path, device: torch.device, only: str 
     signs = [
         ("plain loop, fp32", 32, lambda: plain_signs_epoch(signs_dir, device)),
         ("torchstarter, reference params", 32, ours(SIGNS_REF, signs_dir)),
-        ("plain loop, fused Adam", 32, lambda: plain_signs_epoch(signs_dir, device, True)),
+        ("plain loop, fused Adam", 32, lambda: plain_signs_epoch(signs_dir, device, fused=True)),
         ("- channels_last (NCHW)", 32, ours(SIGNS_REF, signs_dir, channels_last=False)),
         ("+ bf16", 32, ours(SIGNS_REF, signs_dir, precision="bf16")),
     ]
@@ -171,7 +170,8 @@ def build_cases(signs_dir: Path, ner_dir: Path, device: torch.device, only: str 
                  lambda b=batch: plain_ner_epoch(ner_dir, device, b)),
                 ("torchstarter, reference params", batch,
                  ours(NER_REF, ner_dir, batch_size=batch))]
-    ner.append(("plain loop, fused Adam", 64, lambda: plain_ner_epoch(ner_dir, device, 64, True)))
+    ner.append(("plain loop, fused Adam", 64,
+                lambda: plain_ner_epoch(ner_dir, device, 64, fused=True)))
     for batch in (5, 64):
         ner += [("+ bucket_by_length", batch,
                  ours(NER_REF, ner_dir, batch_size=batch, bucket_by_length=True)),

@@ -34,7 +34,12 @@ def zero_when_empty(fn: MetricFn) -> MetricFn:
 
 
 class MetricTotals:
-    """Running sums for the loss and each metric over one pass of a split."""
+    """Running sums for the loss and each metric over one pass of a split.
+
+    A batch adds all its numbers at once: its tensors are stacked and added to the device
+    sums in two kernels, and plain Python numbers (a batch size, say) are summed on the
+    host, so adding costs a GPU step no more launches than it must.
+    """
 
     def __init__(self, metric_fns: Mapping[str, MetricFn], device: torch.device,
                  reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
@@ -43,26 +48,45 @@ class MetricTotals:
         self.reduce = reduce  # adds the sums of every process (distributed runs)
         # Row 0 is the loss; one row per metric after it. Columns: numerator, denominator.
         self.sums = torch.zeros(1 + len(self.metric_fns), 2, dtype=torch.float64, device=device)
+        self.host = [0.0] * self.sums.numel()  # the Python numbers, in the same layout
+        self._zero = torch.zeros((), dtype=torch.float64, device=device)
         self.examples = 0
 
     def add(self, loss: torch.Tensor, loss_count: Any, outputs: Any, labels: Any,
             examples: int) -> None:
-        count = as_float64(loss_count, self.device)
-        rows = [torch.stack((as_float64(loss, self.device) * count, count))]
+        values = [loss_count]
         for fn in self.metric_fns.values():
             num, den = fn(outputs, labels)
-            rows.append(torch.stack((as_float64(num, self.device), as_float64(den, self.device))))
-        self.sums += torch.stack(rows)
+            values += [num, den]
+        slots = [self._slot(i, value) for i, value in enumerate(values, start=1)]
+        # The loss is a mean over loss_count items: its numerator is loss x count.
+        count = slots[0] if isinstance(loss_count, torch.Tensor) else float(loss_count)
+        numerator = as_float64(loss, self.device) * count
+        self.sums.view(-1).add_(torch.stack([numerator, *slots]))
         self.examples += examples
+
+    def _slot(self, i: int, value: Any) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            return value.detach().to(device=self.device, dtype=torch.float64)
+        self.host[i] += float(value)
+        return self._zero
+
+    def _merged(self) -> torch.Tensor:
+        """Device sums plus host sums (read once per pass, or when a pass is paused)."""
+        if not any(self.host):
+            return self.sums
+        host = torch.tensor(self.host, dtype=torch.float64).view_as(self.sums)
+        return self.sums + host.to(self.device)
 
     def state_dict(self) -> dict[str, Any]:
         """The sums so far, so an epoch interrupted mid-way resumes with exact metrics."""
-        return {"sums": self.sums.cpu(), "examples": self.examples}
+        return {"sums": self._merged().cpu(), "examples": self.examples}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if tuple(state["sums"].shape) != tuple(self.sums.shape):
             raise ValueError("metric totals from a task with other metrics")
         self.sums = state["sums"].to(device=self.device, dtype=torch.float64)
+        self.host = [0.0] * self.sums.numel()
         self.examples = int(state["examples"])
 
     def reduced_state(self) -> dict[str, Any]:
@@ -76,10 +100,11 @@ class MetricTotals:
         return int(self.reduce(as_float64(self.examples, self.device).view(1)).item())
 
     def _reduced(self) -> torch.Tensor:
-        return self.reduce(self.sums.clone()) if self.reduce is not None else self.sums
+        merged = self._merged()
+        return self.reduce(merged.clone()) if self.reduce is not None else merged
 
     def running_loss(self) -> float:
-        num, den = self.sums[0].tolist()
+        num, den = self._merged()[0].tolist()
         return num / den if den else float("nan")
 
     def compute(self) -> dict[str, float]:
