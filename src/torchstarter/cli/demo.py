@@ -19,17 +19,9 @@ from torchstarter.errors import UserError
 from torchstarter.experiment.evaluation import evaluate, predict
 from torchstarter.experiment.training import train
 from torchstarter.tasks import Task, load_task
+from torchstarter.tasks.sample_params import SAMPLE_PARAMS
 
-# The params of experiments/signs/base_model and experiments/ner/sample_demo, kept here so
-# that the demo runs from any folder, and an installed package needs no clone beside it
-# (a test checks that they match the files).
-DEMO_PARAMS: dict[str, dict[str, Any]] = {
-    "signs": {"task": "signs", "learning_rate": 1e-3, "optimizer": "adam", "batch_size": 32,
-              "num_epochs": 10, "dropout_rate": 0.8, "num_channels": 32,
-              "augmentation": True, "seed": 230},
-    "ner": {"task": "ner", "learning_rate": 1e-2, "batch_size": 8, "num_epochs": 30,
-            "embedding_dim": 50, "lstm_hidden_dim": 50, "bidirectional": True, "seed": 230},
-}
+DEMO_PARAMS = SAMPLE_PARAMS  # what the demo trains with, unless --params
 
 
 def run_demo(output_dir: Path | None, tasks: list[str], params_file: Path | None,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from torchstarter.tasks import load_task
+from torchstarter.tasks.sample_params import SAMPLE_PARAMS
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,15 @@ def _ner_data(data: Path) -> list[str]:
     return ["data/raw: the built-in sample corpus; data/ner: its splits and vocabulary"]
 
 
+def _sample_params(task: str) -> dict[str, Any]:
+    return {k: v for k, v in SAMPLE_PARAMS[task].items() if k != "task"}
+
+
 BLUEPRINTS = {
     "signs": Blueprint(
         template="signs",
         data_name="signs",
-        base_params={"learning_rate": 1e-3, "optimizer": "adam", "batch_size": 32,
-                     "num_epochs": 10, "dropout_rate": 0.8, "num_channels": 32,
-                     "augmentation": True, "seed": 230},
+        base_params=_sample_params("signs"),
         prepare_data=_signs_data,
         rebuild_commands=(
             "torchstarter build-dataset --task {task} --data-dir data/raw "
@@ -69,11 +72,7 @@ BLUEPRINTS = {
     "ner": Blueprint(
         template="ner",
         data_name="ner",
-        # The sample has 82 sentences: a bigger step and more epochs than the reference's
-        # (lr 1e-3, batch 5, 10 epochs, for the 48k-sentence Kaggle corpus).
-        base_params={"learning_rate": 1e-2, "optimizer": "adam", "batch_size": 8,
-                     "num_epochs": 30, "embedding_dim": 50, "lstm_hidden_dim": 50,
-                     "bidirectional": True, "seed": 230},
+        base_params=_sample_params("ner"),
         prepare_data=_ner_data,
         rebuild_commands=(
             "torchstarter build-dataset --task {task} --data-dir data/raw "
