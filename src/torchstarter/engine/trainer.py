@@ -183,7 +183,7 @@ class Trainer:
             check = step % self.check_every == 0
             weighted, mean_loss, stop = self._share_step(loss, count, placeholder, check)
             if check and not bool(torch.isfinite(mean_loss)):
-                where = "" if self.device.type == "cpu" else " (a GPU checks every " \
+                where = "" if self.check_every == 1 else " (a GPU checks every " \
                     "save_summary_steps steps)"
                 kept = f"last.pt (end of epoch {self.epoch}) is the last good checkpoint" \
                     if self.epoch else "no epoch had finished, so no checkpoint was written"

@@ -3,8 +3,8 @@
 Which trial is next: for a grid, the next point whose folder is not final in the study;
 for random and tpe, first a trial left unfinished by an earlier search, then a new
 sample while the study has fewer than n_trials folders (counted and drawn while holding
-the parent's sampling lock, so several processes never overshoot). A worker must claim a trial's
-folder before it runs it (see folders.py), and it re-reads the study after claiming,
+the parent's sampling lock, so several processes never overshoot). A worker must claim a
+trial's folder before it runs it (see folders.py), and it re-reads the study after claiming,
 so a point finished by another worker or process in the meantime is never run twice.
 A point claimed by another process is waited for, so every search that ends has seen
 every trial end and prints the whole study.

@@ -101,8 +101,7 @@ class Tagger(nn.Module):
         # the device with non-blocking copies, so a GPU step never waits here.
         lengths = lengths.cpu()  # free for host lengths; a sync only for other callers
         order = torch.argsort(lengths, descending=True, stable=True)
-        restore = torch.empty_like(order)
-        restore[order] = torch.arange(len(order))
+        restore = torch.argsort(order)  # the inverse permutation
         packed = pack_padded_sequence(x.index_select(0, order.to(x.device, non_blocking=True)),
                                       lengths[order], batch_first=True)
         h, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,13 @@ def read_sentences(inputs: list[str]) -> list[list[str]]:
     for item in inputs:
         if item == "-":
             lines.extend(sys.stdin.read().splitlines())
-        elif _is_file(item):
+        elif _path_is(item, Path.is_file):
             try:
                 lines.extend(Path(item).read_text(encoding="utf-8").splitlines())
             except UnicodeDecodeError:
                 raise UserError(f"{item}: not UTF-8 text; convert the file to UTF-8") from None
         elif _looks_like_a_path(item):
-            what = "a folder" if _is_dir(item) else "not found"
+            what = "a folder" if _path_is(item, Path.is_dir) else "not found"
             raise UserError(f"{item}: {what}; pass a text file of one sentence a line (a "
                             f"single word that looks like a path is not tagged as text: "
                             f"add a token, e.g. '{item} .', to tag it)")
@@ -49,16 +50,9 @@ def _looks_like_a_path(item: str) -> bool:
         re.search(r"\.(txt|text|tsv|csv|conll|json|jsonl)$", item, re.IGNORECASE)))
 
 
-def _is_dir(item: str) -> bool:
+def _path_is(item: str, test: Callable[[Path], bool]) -> bool:
     try:
-        return Path(item).is_dir()
-    except OSError:  # e.g. a name longer than the file system allows
-        return False
-
-
-def _is_file(item: str) -> bool:
-    try:
-        return Path(item).is_file()
+        return test(Path(item))
     except OSError:  # e.g. a sentence longer than a file name may be
         return False
 
