@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 from test_cli_end_to_end import cli
@@ -11,21 +12,33 @@ from test_custom_task import BLOBS_TASK
 
 from torchstarter.engine.checkpoint import load_checkpoint
 from torchstarter.errors import UserError
-from torchstarter.experiment.lock import LOCK, run_lock
+from torchstarter.experiment.lock import LOCK, held_by_live_process, run_lock
+from torchstarter.utils.locking import lock_holder
 
 
 def test_a_live_run_holds_the_folder_and_a_stale_lock_is_taken_over(tmp_path):
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    # Another process takes the folder's lock as a run would, then sleeps.
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from torchstarter.utils.locking import FileLock
+        FileLock({str(tmp_path / LOCK)!r}).acquire()
+        print("held", flush=True)
+        time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
     try:
-        (tmp_path / LOCK).write_text(f"{sleeper.pid}\n")
-        with pytest.raises(UserError, match=f"already training here \\(pid {sleeper.pid}\\)"), \
+        assert holder.stdout.readline().strip() == "held"
+        assert held_by_live_process(tmp_path)
+        with pytest.raises(UserError, match=f"already training here \\(pid {holder.pid}\\)"), \
                 run_lock(tmp_path):
             pass
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    with run_lock(tmp_path):  # the owner is dead now: its lock is stale
-        assert (tmp_path / LOCK).read_text().strip() == str(os.getpid())
+        holder.kill()
+        holder.wait()
+    # The owner was killed and its file is still there: the kernel dropped its lock.
+    assert (tmp_path / LOCK).exists() and not held_by_live_process(tmp_path)
+    with run_lock(tmp_path):
+        assert lock_holder(tmp_path / LOCK) == f"pid {os.getpid()}"
+        assert held_by_live_process(tmp_path)
     assert not (tmp_path / LOCK).exists()
 
 

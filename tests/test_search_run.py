@@ -269,9 +269,9 @@ def test_a_trial_folder_appears_with_its_params_and_is_never_reused_for_others(t
 
 
 def test_a_claimed_folder_cannot_be_claimed_again_until_released(tmp_path):
-    fd = claim(tmp_path)
-    assert fd is not None and claim(tmp_path) is None
-    release(fd)
+    lock = claim(tmp_path)
+    assert lock is not None and claim(tmp_path) is None
+    release(lock)
     again = claim(tmp_path)
     assert again is not None
     release(again)
@@ -302,16 +302,16 @@ def test_a_running_trial_gets_the_threads_of_a_freed_slot(tmp_path, sample_data)
     (folder / "params.json").write_text(json.dumps({**TINY, "num_epochs": 3}))
     trial = optuna.create_study(direction="maximize").ask()
     children = Children()
-    fd = claim(folder)
+    lock = claim(folder)
     result = {}
     runner = threading.Thread(target=lambda: result.update(r=run_trial(
-        trial, folder, sample_data, "accuracy", 1, None, fd, children, prune=False,
+        trial, folder, sample_data, "accuracy", 1, None, lock, children, prune=False,
         poll_seconds=0.1)))
     runner.start()
     wait_for(lambda: len(children) == 1)
     assert children.share_out(budget=2) == [(folder, 2)]  # may land before torch is loaded
     runner.join(timeout=300)
-    release(fd)
+    release(lock)
     assert result["r"].state == "finished" and trial.number == 0
     log = (folder / "search_trial.log").read_text()
     assert "search: a slot is free; now 2 threads" in log
@@ -334,13 +334,13 @@ def test_a_seeded_search_rerun_with_more_trials_draws_new_values(tmp_path):
     first, _ = searcher(parent, tmp_path, parse_search({**raw, "n_trials": 1}, "search.json"))
     work = first.next_work()
     first.study.tell(work.trial, 0.5)  # as if trained
-    release(work.claim_fd)
+    release(work.claim)
 
     rerun, _ = searcher(parent, tmp_path, parse_search({**raw, "n_trials": 2}, "search.json"))
     again = rerun.next_work()
     assert isinstance(again, Work), again  # not WAIT: the earlier value is not drawn again
     assert again.name != work.name
-    release(again.claim_fd)
+    release(again.claim)
     assert not [t for t in trials(parent) if "duplicate_of" in t.user_attrs]
 
 
@@ -414,7 +414,7 @@ def test_two_processes_drawing_at_the_same_moment_never_exceed_n_trials(tmp_path
     assert got["second"] == WAIT, "a second trial beyond n_trials=1, or done too early"
     folders = [p.name for p in parent.iterdir() if p.is_dir()]
     assert folders == [work.name]
-    release(work.claim_fd)
+    release(work.claim)
 
 
 def test_set_cannot_change_the_metric_a_search_file_chose(tmp_path, sample_data):

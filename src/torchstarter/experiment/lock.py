@@ -1,68 +1,39 @@
-"""One training run per model dir at a time: a lock file holding the owner's pid."""
+"""One training run per model dir at a time (utils.locking's lock on .train.lock)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from torchstarter.errors import UserError
 from torchstarter.utils.atomic import disk_errors_as_user_errors
+from torchstarter.utils.locking import FileLock, is_locked, lock_holder
 
 LOCK = ".train.lock"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+# A look at the lock (synthesize asking whether a run is alive) holds it for a moment;
+# a starting run waits this long before it concludes that another run holds the folder.
+_PATIENCE_SECONDS = 1.0
 
 
 def held_by_live_process(model_dir: Path) -> bool:
-    """Whether a `train` is running in model_dir now (a stale lock does not count)."""
-    try:
-        pid = int((Path(model_dir) / LOCK).read_text().strip() or "0")
-    except (OSError, ValueError):
-        return False
-    return pid > 0 and _alive(pid)
+    """Whether a `train` is running in model_dir now (a killed run's file does not count)."""
+    return is_locked(Path(model_dir) / LOCK)
 
 
 @contextlib.contextmanager
 def run_lock(model_dir: Path) -> Iterator[None]:
-    """Hold model_dir/.train.lock for the run; a lock left by a dead process is taken over."""
+    """Hold model_dir/.train.lock for the run; the file is removed when the run ends."""
     path = Path(model_dir) / LOCK
+    lock = FileLock(path, remove_on_release=True)
     with disk_errors_as_user_errors(path):  # a run's first write: shows an unwritable dir
-        _take(path, model_dir)
+        taken = lock.acquire(wait=_PATIENCE_SECONDS)
+    if not taken:
+        holder = lock_holder(path)
+        raise UserError(f"{model_dir}: a run is already training here"
+                        f"{f' ({holder})' if holder else ''}; wait for it or stop it, then "
+                        f"try again")
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)
-
-
-def _take(path: Path, model_dir: Path) -> None:
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                owner = int(path.read_text().strip() or "0")
-            except (OSError, ValueError):
-                owner = 0
-            if owner and owner != os.getpid() and _alive(owner):
-                raise UserError(f"{model_dir}: a run is already training here (pid {owner}); "
-                                f"wait for it or stop it, then try again") from None
-            path.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
-        except BaseException:
-            path.unlink(missing_ok=True)  # an empty lock would read as stale anyway
-            raise
-        return
-    raise UserError(f"{path}: could not take the lock; remove the file if no run is active")
+        lock.release()

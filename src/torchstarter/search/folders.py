@@ -2,20 +2,18 @@
 
 A trial folder is an ordinary experiment folder, so what it holds (run.json, history,
 metrics files) is the truth about its run; the Optuna study only indexes it. The claim
-is an flock on a file in the folder: the kernel drops it when its holders die, so a
-killed search never leaves a stale claim, and the `train` child inherits it, so a child
-that outlives its search keeps the folder until it exits.
+is utils.locking's flock on a file in the folder: the kernel drops it when its holders
+die, so a killed search never leaves a stale claim, and the `train` child inherits it, so
+a child that outlives its search keeps the folder until it exits (which is why the claim
+file stays when a claim is released).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
 import shutil
-import socket
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,14 +23,13 @@ from typing import Any
 from torchstarter.config.params import read_params_file
 from torchstarter.errors import UserError
 from torchstarter.experiment import files
-from torchstarter.utils.atomic import write_json
+from torchstarter.utils.atomic import new_temp_folder, write_json
+from torchstarter.utils.locking import FileLock, lock_holder
 
 CLAIM = ".search.lock"
 SAMPLING = ".search.sampling"  # in the parent: held while a process draws a new trial
 TRIAL_LOG = "search_trial.log"
 RUN_RECORD = "run.json"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def child_params(base_raw: Mapping[str, Any], parent: Path, values: Mapping[str, Any],
@@ -66,9 +63,8 @@ def ensure_trial_folder(parent: Path, name: str, params: Mapping[str, Any]) -> P
     """
     folder = Path(parent) / name
     if not folder.exists():
-        staging = Path(tempfile.mkdtemp(prefix=f".{name[:40]}.", suffix=".new", dir=parent))
+        staging = new_temp_folder(Path(parent), f".{name[:40]}.", ".new")
         try:
-            staging.chmod(0o777 & ~_UMASK)  # mkdtemp makes it private; a folder is not
             write_json(staging / files.PARAMS, dict(params))
             os.rename(staging, folder)  # fails if another worker created it first
         except OSError:
@@ -92,49 +88,27 @@ def ensure_trial_folder(parent: Path, name: str, params: Mapping[str, Any]) -> P
     return folder
 
 
-def claim(folder: Path) -> int | None:
-    """Lock the folder for this process and return the lock's fd; None if someone holds it."""
-    fd = os.open(Path(folder) / CLAIM, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    note_holder(fd, os.getpid())
-    return fd
-
-
-def note_holder(fd: int, pid: int) -> None:
-    """Write who holds a claim into its file, for the `waiting for` line (humans only)."""
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{socket.gethostname()} {pid}\n".encode(), 0)
+def claim(folder: Path) -> FileLock | None:
+    """Lock the folder for this process; None if another process holds it."""
+    lock = FileLock(Path(folder) / CLAIM)
+    return lock if lock.acquire() else None
 
 
 def claim_holder(folder: Path) -> str | None:
     """Who holds the folder, as its claim file says: "pid N", with the host when not this one."""
-    try:
-        host, _, pid = (Path(folder) / CLAIM).read_text(encoding="utf-8").strip().rpartition(" ")
-    except OSError:
-        return None
-    if not pid.isdigit():
-        return None
-    return f"pid {pid}" if host in ("", socket.gethostname()) else f"pid {pid} on {host}"
+    return lock_holder(Path(folder) / CLAIM)
 
 
 @contextmanager
 def sampling_turn(parent: Path) -> Iterator[None]:
     """One process at a time counts the study's trials and draws a new one (held for
     milliseconds), so searches sharing a study never draw more than n_trials together."""
-    fd = os.open(Path(parent) / SAMPLING, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with FileLock(Path(parent) / SAMPLING):
         yield
-    finally:
-        os.close(fd)
 
 
-def release(fd: int) -> None:
-    os.close(fd)  # the file stays: deleting a lock file lets two holders lock two files
+def release(lock: FileLock) -> None:
+    lock.release()  # the file stays: a child handed the descriptor may still hold it
 
 
 @dataclass(frozen=True)

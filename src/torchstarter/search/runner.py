@@ -31,10 +31,10 @@ from torchstarter.search.folders import (
     TRIAL_LOG,
     best_value,
     last_error_line,
-    note_holder,
     train_resume_args,
 )
 from torchstarter.utils.atomic import atomic_open, write_json
+from torchstarter.utils.locking import FileLock
 
 STOPPED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM}
 
@@ -174,7 +174,7 @@ def mark_pruned(folder: Path, epochs: int) -> None:
 
 
 def run_trial(trial: optuna.Trial, folder: Path, data_dir: Path, metric: str, threads: int,
-              gpu: str | None, claim_fd: int, children: Children, prune: bool,
+              gpu: str | None, claim: FileLock, children: Children, prune: bool,
               poll_seconds: float = 0.5) -> TrialResult:
     """Run `train` on the folder (fresh, continued or started over) and say how it ended."""
     command = train_command(folder, data_dir)
@@ -189,10 +189,10 @@ def run_trial(trial: optuna.Trial, folder: Path, data_dir: Path, metric: str, th
         try:
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, env=child_env(threads, gpu),
-                                    pass_fds=(claim_fd,), start_new_session=True)
+                                    pass_fds=(claim.fileno(),), start_new_session=True)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    note_holder(claim_fd, proc.pid)  # the child keeps the claim, even past this search
+    claim.note_holder(proc.pid)  # the child keeps the claim, even past this search
     children.add(proc, folder, threads)
     reporter = EpochReporter(trial, folder, metric)
     pruned = False

@@ -41,6 +41,7 @@ from torchstarter.search.folders import (
 from torchstarter.search.naming import trial_folder_name
 from torchstarter.search.runner import Children, TrialResult, run_trial
 from torchstarter.search.space import Objective, SearchSpec, grid_points
+from torchstarter.utils.locking import FileLock
 
 WAIT = "wait"  # next_work's answer when the only trials left are held by other processes
 DUPLICATE_LIMIT = 50  # samples in a row that repeat tried values before giving up
@@ -67,7 +68,7 @@ class Work:
     name: str
     values: dict[str, Any]
     distributions: dict[str, BaseDistribution]
-    claim_fd: int
+    claim: FileLock
     trial: optuna.Trial | None = None  # set when the sampler has just drawn it
 
 
@@ -173,11 +174,11 @@ class Search:
 
     def _claim(self, name: str, values: dict[str, Any],
                distributions: dict[str, BaseDistribution]) -> Work | None:
-        fd = claim(self._folder(name, values))
-        if fd is None:
+        lock = claim(self._folder(name, values))
+        if lock is None:
             return None
         self.running.add(name)
-        return Work(name, values, distributions, fd)
+        return Work(name, values, distributions, lock)
 
     def next_work(self) -> Work | str | None:
         """The next trial to run (claimed), WAIT, or None when nothing is left."""
@@ -253,7 +254,7 @@ class Search:
                 try:
                     self.process(work, slot)
                 finally:
-                    release(work.claim_fd)
+                    release(work.claim)
                     with self.lock:
                         self.running.discard(work.name)
                         self.attempted.add(work.name)
@@ -300,7 +301,7 @@ class Search:
         self.say(f"trial {trial.number} {how}: {work.name} ({self.threads} thread"
                  f"{'s' if self.threads > 1 else ''}{f', GPU {gpu}' if gpu else ''})")
         result = run_trial(trial, folder, self.job.data_dir, self.job.objective.metric,
-                           self.threads, gpu, work.claim_fd, self.children,
+                           self.threads, gpu, work.claim, self.children,
                            prune=self.spec.pruner != "none", poll_seconds=self.job.poll_seconds)
         self._record(trial, work.name, result)
 

@@ -11,16 +11,15 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from torchstarter.errors import UserError
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+T = TypeVar("T")
 
 _DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 _NOT_ALLOWED = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
@@ -104,13 +103,8 @@ def atomic_open(path: Path, mode: str = "wb", also: Iterable[Path] = ()) -> Iter
     """
     path = Path(path)
     with disk_errors_as_user_errors(path):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = new_temp_file(path.parent, f".{path.name}.", ".tmp")
         try:
-            try:
-                os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give normal permissions
-            except BaseException:
-                os.close(fd)
-                raise
             with os.fdopen(fd, mode) as fh:
                 yield fh
                 fh.flush()
@@ -123,6 +117,32 @@ def atomic_open(path: Path, mode: str = "wb", also: Iterable[Path] = ()) -> Iter
                 os.unlink(tmp)
             raise
     _fsync_dir(path.parent)
+
+
+def _new_entry(folder: Path, prefix: str, suffix: str, create: Callable[[str], T]) -> T:
+    """Call create(path) on random names in `folder` until one does not exist yet."""
+    for _ in range(100):
+        name = os.path.join(folder, f"{prefix}{secrets.token_hex(4)}{suffix}")
+        try:
+            return create(name)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", os.path.join(folder, prefix))
+
+
+def new_temp_file(folder: Path, prefix: str, suffix: str) -> tuple[int, str]:
+    """A new file with a random name, open for writing, with the permissions any new file
+    gets (0666 less the umask, which the kernel applies: nobody has to read the umask)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    return _new_entry(folder, prefix, suffix, lambda name: (os.open(name, flags, 0o666), name))
+
+
+def new_temp_folder(folder: Path, prefix: str, suffix: str = "") -> Path:
+    """A new folder with a random name and the permissions of any new folder."""
+    def create(name: str) -> Path:
+        os.mkdir(name, 0o777)
+        return Path(name)
+    return _new_entry(folder, prefix, suffix, create)
 
 
 def _place_copy(source: Path, target: Path) -> None:

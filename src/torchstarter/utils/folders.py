@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from torchstarter.errors import UserError
-from torchstarter.utils.atomic import disk_errors_as_user_errors
+from torchstarter.utils.atomic import disk_errors_as_user_errors, new_temp_folder
 
 T = TypeVar("T")
 
@@ -33,10 +31,7 @@ def _replace_folder(out: Path, fill: Callable[[Path], T], overwrite: bool) -> T:
         raise UserError(f"{out}: folder exists and is not empty; pass --overwrite to replace "
                         f"it or pick another --output-dir")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the result is an ordinary folder
+    tmp = new_temp_folder(out.parent, f".{out.name}.")
     try:
         result = fill(tmp)
     except BaseException:
