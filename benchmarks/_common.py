@@ -27,7 +27,7 @@ def build_ner(corpus: Path) -> Path:
     out = Path(tempfile.mkdtemp(prefix="ner-")) / "data"
     task = load_task("ner")
     task.build_dataset(task.build_options(corpus, out))
-    task.build_vocab_command(task.vocab_options(out))
+    task.build_vocab(task.vocab_options(out))
     return out
 
 

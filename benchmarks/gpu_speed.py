@@ -42,8 +42,8 @@ from _common import REPO, SHARED_NER, SHARED_SIGNS, build_ner, build_signs, refu
 from tabulate import tabulate
 
 from torchstarter.engine.batching import place
+from torchstarter.engine.build import build_trainer
 from torchstarter.engine.rng import seed_everything
-from torchstarter.engine.trainer import Trainer
 from torchstarter.tasks import load_task
 from torchstarter.tasks.registry import resolve_params
 
@@ -75,27 +75,27 @@ def sample_data(task_name: str) -> Path:
     root = Path(tempfile.mkdtemp(prefix=f"{task_name}-sample-"))
     task.write_sample_data(root / "raw")
     task.build_dataset(task.build_options(root / "raw", root / "data"))
-    if task.build_vocab_command is not None:
-        task.build_vocab_command(task.vocab_options(root / "data", min_count=1))
+    if task.provides("build_vocab"):
+        task.build_vocab(task.vocab_options(root / "data", min_count=1))
     return root / "data"
 
 
 def torchstarter_epoch(base: dict, data_dir: Path, device: torch.device, **changes):
     task, params = resolve_params({**base, **changes, "device": device.type}, "benchmark")
-    info = task.describe_data(params, data_dir) if task.describe_data else None
+    info = task.describe_data(params, data_dir)
     seed_everything(params.seed)
-    trainer = Trainer(task, params, device, info)
-    train = place(task.read_split(params, data_dir, "train", info), device)
+    trainer = build_trainer(task, params, device, info)
+    train = place(task.load_split(params, data_dir, "train", info), device)
     return len(train), lambda epoch: trainer.train_epoch(train, epoch)
 
 
 def plain_signs_epoch(data_dir: Path, device: torch.device, **adam: bool):
     """What a user writes by hand: data on the device, flips, Adam, no metrics."""
     task, params = resolve_params({**SIGNS_REF, "device": device.type}, "benchmark")
-    data = task.read_split(params, data_dir, "train", None)
+    data = task.load_split(params, data_dir, "train", None)
     x_all, y_all = data.inputs.to(device), data.labels.to(device)
     seed_everything(230)
-    model = task.build_model(params).to(device)
+    model = task.build_model(params, None).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=params.learning_rate, **adam)
 
     def epoch(_: int) -> None:
@@ -117,7 +117,7 @@ def plain_ner_epoch(data_dir: Path, device: torch.device, batch_size: int, **ada
     task, params = resolve_params({**NER_REF, "batch_size": batch_size,
                                    "device": device.type}, "benchmark")
     info = task.describe_data(params, data_dir)
-    data = place(task.read_split(params, data_dir, "train", info), device)
+    data = place(task.load_split(params, data_dir, "train", info), device)
     seed_everything(230)
     model = task.build_model(params, info).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=params.learning_rate, **adam)

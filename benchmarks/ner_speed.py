@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from _common import REPO, SHARED_NER, build_ner
 from tabulate import tabulate
 
+from torchstarter.engine.build import build_trainer
 from torchstarter.engine.rng import seed_everything
 from torchstarter.engine.trainer import Trainer
 from torchstarter.tasks.ner.corpus import read_split
@@ -38,7 +39,7 @@ def make_trainer(data_dir: Path, **changes):
     task, params = resolve_params({**REFERENCE, **changes}, "benchmark")
     info = task.describe_data(params, data_dir)
     seed_everything(params.seed)
-    trainer = Trainer(task, params, torch.device("cpu"), info)
+    trainer = build_trainer(task, params, torch.device("cpu"), info)
     return task, params, info, trainer
 
 
@@ -98,8 +99,8 @@ def run(data_dir: Path, name: str, threads: int, changes: dict, rows: list) -> N
         trainer.optimizer = torch.optim.Adam(trainer.model.parameters(), lr=1e-3)
     elif optimizer == "sparse":
         trainer.optimizer = SparseThenDense(trainer.model)
-    train = task.read_split(params, data_dir, "train", info)
-    val = task.read_split(params, data_dir, "val", info)
+    train = task.load_split(params, data_dir, "train", info)
+    val = task.load_split(params, data_dir, "val", info)
     if name.startswith("baseline"):
         seconds = baseline_epoch(data_dir, trainer, info)
     else:

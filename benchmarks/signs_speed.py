@@ -38,10 +38,10 @@ def plain_loop(data_dir: Path, epochs: int, threads: int, channels_last: bool,
     params_dir = Path(tempfile.mkdtemp())
     (params_dir / "params.json").write_text(json.dumps(REFERENCE))
     task, params = load_experiment(params_dir / "params.json")
-    train_data = task.load_split(params, data_dir, "train")
-    val_data = task.load_split(params, data_dir, "val")
+    train_data = task.load_split(params, data_dir, "train", None)
+    val_data = task.load_split(params, data_dir, "val", None)
     torch.manual_seed(230)
-    model = task.build_model(params)
+    model = task.build_model(params, None)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt = torch.optim.Adam(model.parameters(), lr=params.learning_rate)

@@ -9,10 +9,11 @@ checked against each other, so neither can change alone.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -620,12 +621,34 @@ def _(w: World, tmp: Path) -> Scenario:
 
 # ------------------------------------------------------------------------ the run
 
+_HOLDERS: list[subprocess.Popen] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _end_lock_holders():
+    yield
+    for holder in _HOLDERS:
+        holder.stdin.close()  # the holder exits at the end of its input
+        holder.wait(timeout=30)
+
+
+def hold_lock(path: Path) -> int:
+    """Start a process that holds `path`'s lock as a running `train` would; its pid."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from torchstarter.utils.locking import FileLock; "
+         "FileLock(sys.argv[1]).acquire(); print('held', flush=True); sys.stdin.read()",
+         str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    _HOLDERS.append(holder)
+    assert holder.stdout.readline().strip() == "held"
+    return holder.pid
+
+
 @case("run-active", "train")
 def _(w: World, tmp: Path) -> Scenario:
     run = copy(w.signs_run, tmp / "run")
-    (run / LOCK).write_text(f"{os.getppid()}\n")  # a live process that is not this one
+    pid = hold_lock(run / LOCK)  # a live process that is not this one
     return Scenario(resume(run, w.signs_data),
-                    f"{run}: a run is already training here (pid {os.getppid()})",
+                    f"{run}: a run is already training here (pid {pid})",
                     "a run is already training here (pid", [run])
 
 

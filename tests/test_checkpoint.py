@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from torchstarter.engine import checkpoint as ckpt
+from torchstarter.engine.build import build_trainer
 from torchstarter.engine.checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from torchstarter.engine.trainer import Trainer
 from torchstarter.errors import UserError
 from torchstarter.tasks.registry import resolve_params
 
@@ -17,7 +17,7 @@ PARAMS = {"task": "signs", "learning_rate": 1e-3, "batch_size": 4, "num_epochs":
 
 def make_trainer(**changes):
     task, params = resolve_params({**PARAMS, **changes}, "test")
-    return Trainer(task, params, torch.device("cpu"))
+    return build_trainer(task, params, torch.device("cpu"))
 
 
 def trained_state():

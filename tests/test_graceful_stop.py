@@ -191,7 +191,7 @@ def test_a_mid_epoch_resume_refuses_batches_grouped_another_way(tmp_path, monkey
     ner = load_task("ner")
     ner.write_sample_data(tmp_path / "raw")
     ner.build_dataset(ner.build_options(tmp_path / "raw", tmp_path / "data"))
-    ner.build_vocab_command(ner.vocab_options(tmp_path / "data", min_count=1))
+    ner.build_vocab(ner.vocab_options(tmp_path / "data", min_count=1))
     model_dir = tmp_path / "exp"
     model_dir.mkdir()
     (model_dir / "params.json").write_text(json.dumps({

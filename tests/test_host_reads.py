@@ -18,8 +18,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from torchstarter.engine.build import build_trainer
 from torchstarter.engine.rng import seed_everything
-from torchstarter.engine.trainer import Trainer
 from torchstarter.tasks import load_task
 from torchstarter.tasks.registry import resolve_params
 
@@ -49,22 +49,22 @@ def epoch_reads(tmp_path: Path, task_name: str, **params) -> tuple[int, dict[str
     task = load_task(task_name)
     task.write_sample_data(tmp_path / "raw")
     task.build_dataset(task.build_options(tmp_path / "raw", tmp_path / "data"))
-    if task.build_vocab_command is not None:
-        task.build_vocab_command(task.vocab_options(tmp_path / "data", min_count=1))
+    if task.provides("build_vocab"):
+        task.build_vocab(task.vocab_options(tmp_path / "data", min_count=1))
     _, p = resolve_params({"task": task_name, "learning_rate": 1e-3, "batch_size": 4,
                            "num_epochs": 1, "save_summary_steps": 10, **params}, "test")
-    info = task.describe_data(p, tmp_path / "data") if task.describe_data else None
+    info = task.describe_data(p, tmp_path / "data")
     seed_everything(p.seed)
-    trainer = Trainer(task, p, torch.device("cpu"), info)
+    trainer = build_trainer(task, p, torch.device("cpu"), info)
     trainer.check_every = p.save_summary_steps  # as on a GPU
-    split = task.read_split(p, tmp_path / "data", "train", info)
+    split = task.load_split(p, tmp_path / "data", "train", info)
     with HostReads() as reads:
         trainer.train_epoch(split, 1)
     steps = -(-len(split) // p.batch_size)
     return steps, dict(reads.where)
 
 
-NAN_CHECK = "engine/trainer.py:train_epoch"  # bool(torch.isfinite(mean_loss))
+NAN_CHECK = "engine/trainer.py:train_step"  # bool(torch.isfinite(mean_loss))
 NER_WIDTH = "tasks/ner/data.py:_batch"  # int(self.lengths_cpu[host_index].max())
 
 

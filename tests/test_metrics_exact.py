@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from torchstarter.engine.batching import TensorData
+from torchstarter.engine.build import build_trainer
 from torchstarter.engine.metrics import MetricTotals
-from torchstarter.engine.trainer import Trainer
+from torchstarter.engine.task import Metric
 from torchstarter.tasks.registry import resolve_params
 from torchstarter.tasks.signs.net import accuracy
 
@@ -15,7 +16,7 @@ def test_accuracy_with_an_uneven_last_batch_is_exact_not_a_mean_of_batch_means()
     logits = torch.zeros(10, 6)
     logits[:8, 0] = 1.0
     logits[8:, 1] = 1.0
-    totals = MetricTotals({"accuracy": accuracy}, torch.device("cpu"))
+    totals = MetricTotals({"accuracy": Metric(accuracy)}, torch.device("cpu"))
     for chunk in torch.arange(10).split(4):
         totals.add(torch.tensor(1.0), len(chunk), logits[chunk], labels[chunk], len(chunk))
     assert totals.compute()["accuracy"] == pytest.approx(0.8)
@@ -34,7 +35,7 @@ def test_evaluate_is_independent_of_the_batch_size():
     gen = torch.Generator().manual_seed(0)
     data = TensorData(torch.randint(0, 256, (23, 3, 64, 64), dtype=torch.uint8, generator=gen),
                       torch.randint(0, 6, (23,), generator=gen))
-    trainer = Trainer(task, params, torch.device("cpu"))
+    trainer = build_trainer(task, params, torch.device("cpu"))
     small = trainer.evaluate(data)
     trainer.params = params.replace(batch_size=23)
     whole = trainer.evaluate(data)

@@ -99,14 +99,14 @@ def test_pad_to_multiple_leaves_a_few_fixed_batch_widths():
 @pytest.mark.parametrize("params", [{}, {"bidirectional": True, "crf": True,
                                          "char_embedding_dim": 8, "char_filters": 8}])
 def test_training_with_pad_to_multiple_matches_training_without(tmp_path, params):
+    from torchstarter.engine.build import build_trainer
     from torchstarter.engine.rng import seed_everything
-    from torchstarter.engine.trainer import Trainer
     from torchstarter.tasks import load_task
 
     task = load_task("ner")
     task.write_sample_data(tmp_path / "raw")
     task.build_dataset(task.build_options(tmp_path / "raw", tmp_path / "data"))
-    task.build_vocab_command(task.vocab_options(tmp_path / "data", min_count=1))
+    task.build_vocab(task.vocab_options(tmp_path / "data", min_count=1))
     runs = []
     # SGD: Adam's first steps are about lr * sign(gradient), so a gradient that is zero up
     # to rounding could move a weight by +-lr in one run and not the other.
@@ -116,9 +116,9 @@ def test_training_with_pad_to_multiple_matches_training_without(tmp_path, params
                                "num_epochs": 2, "pad_to_multiple": multiple, **params}, "t")
         info = task.describe_data(p, tmp_path / "data")
         seed_everything(p.seed)
-        trainer = Trainer(task, p, torch.device("cpu"), info)
-        split = task.read_split(p, tmp_path / "data", "train", info)
-        val = task.read_split(p, tmp_path / "data", "val", info)
+        trainer = build_trainer(task, p, torch.device("cpu"), info)
+        split = task.load_split(p, tmp_path / "data", "train", info)
+        val = task.load_split(p, tmp_path / "data", "val", info)
         runs.append((trainer.fit(split, val), trainer.model.state_dict()))
     (plain, plain_weights), (padded, padded_weights) = runs
     for a, b in zip(plain, padded, strict=True):

@@ -23,7 +23,7 @@ from torchstarter.experiment.training import train
 from torchstarter.scaffold import blueprints, create_project, project_name
 from torchstarter.scaffold.templates.signs import net as signs_template_net
 from torchstarter.tasks import load_task
-from torchstarter.tasks.base import REQUIRED_PARTS
+from torchstarter.tasks.module_task import REQUIRED as REQUIRED_PARTS
 from torchstarter.tasks.registry import load_experiment
 from torchstarter.tasks.signs import net as signs_builtin_net
 
@@ -167,8 +167,10 @@ def test_the_signs_template_is_the_reference_network():
     assert ner_template.metric_names == ner.metric_names
     logits = torch.randn(5, 6)
     labels = torch.tensor([0, 1, 2, 3, 4])
-    assert torch.equal(signs_template_net.loss_fn(logits, labels),
-                       signs_builtin_net.loss_fn(logits, labels))
+    template_loss = signs_template_net.loss_fn(logits, labels)
+    builtin_loss = signs_builtin_net.loss_fn(logits, labels)
+    assert torch.equal(template_loss.value, builtin_loss.value)
+    assert template_loss.count == builtin_loss.count
 
 
 # --- finding a project's task from params.json --------------------------------------------
@@ -196,7 +198,7 @@ def test_the_task_is_found_from_any_experiment_of_the_project(tagger, tmp_path, 
     monkeypatch.chdir(tmp_path)  # elsewhere: only the params file's folders can lead to it
     experiment = nested_experiment(tagger, task, depth)
     found, params = load_experiment(experiment / "params.json")
-    assert found.name == task and found.describe_data is not None
+    assert found.name == task and found.provides("describe_data")
     assert str(tagger) not in sys.path[:1]  # not by putting the project first on sys.path
 
 

@@ -17,9 +17,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-# The whole task: data building from a CSV, a vocabulary from the train split
-# (describe_data), a bag-of-embeddings classifier, loss, metrics, a confusion matrix
-# in evaluate, and predict for new texts.
+# The whole task, one subclass of the engine's Task: data building from a CSV, a
+# vocabulary from the train split (describe_data, which every later hook receives as
+# data_info), a bag-of-embeddings classifier, loss, metrics, a confusion matrix in
+# evaluate, and predict for new texts.
 REVIEWS_TASK = textwrap.dedent('''
     """Sentiment of short reviews: a CSV of text,label -> one label per text."""
     from __future__ import annotations
@@ -35,14 +36,8 @@ REVIEWS_TASK = textwrap.dedent('''
 
     from torchstarter.config import Field
     from torchstarter.engine.batching import TensorData
+    from torchstarter.engine.task import Loss, Metric, Task
     from torchstarter.errors import UserError
-
-    SCHEMA = {
-        "embedding_dim": Field(int, "Size of the word embeddings.", default=16, min=1),
-        "min_count": Field(int, "Rarer train words become <unk>.", default=1, min=1),
-    }
-    DEFAULT_METRIC = "accuracy"
-    SPLITS = ("train", "val", "test")
 
 
     def read_rows(path):
@@ -53,38 +48,6 @@ REVIEWS_TASK = textwrap.dedent('''
             raise UserError(f"{path}: not found; run torchstarter build-dataset") from None
 
 
-    def add_build_arguments(parser):
-        parser.add_argument("--val-fraction", type=float, default=0.15)
-        parser.add_argument("--test-fraction", type=float, default=0.15)
-
-
-    def build_dataset(args):
-        rows = read_rows(args.data_dir)
-        random.Random(args.seed).shuffle(rows)
-        n_val = round(len(rows) * args.val_fraction)
-        n_test = round(len(rows) * args.test_fraction)
-        parts = {"val": rows[:n_val], "test": rows[n_val:n_val + n_test],
-                 "train": rows[n_val + n_test:]}
-        out = Path(args.output_dir)
-        if out.exists() and any(out.iterdir()) and not args.overwrite:
-            raise UserError(f"{out}: not empty; pass --overwrite")
-        out.mkdir(parents=True, exist_ok=True)
-        for split, part in parts.items():
-            with open(out / f"{split}.csv", "w", newline="", encoding="utf-8") as fh:
-                writer = csv.writer(fh)
-                writer.writerow(["text", "label"])
-                writer.writerows(part)
-        return [f"{split}: {len(part)} reviews" for split, part in parts.items()]
-
-
-    def describe_data(params, data_dir):
-        rows = read_rows(Path(data_dir) / "train.csv")
-        counts = Counter(w for text, _ in rows for w in text.lower().split())
-        words = ["<pad>", "<unk>"] + sorted(w for w, c in counts.items()
-                                            if c >= params.min_count)
-        return {"words": words, "labels": sorted({label for _, label in rows})}
-
-
     def encode(texts, data_info):
         ids = {w: i for i, w in enumerate(data_info["words"])}
         tokens = [[ids.get(w, 1) for w in text.lower().split()] or [1] for text in texts]
@@ -92,16 +55,6 @@ REVIEWS_TASK = textwrap.dedent('''
         for i, row in enumerate(tokens):
             batch[i, :len(row)] = torch.tensor(row)
         return batch
-
-
-    def load_split(params, data_dir, split, data_info):
-        rows = read_rows(Path(data_dir) / f"{split}.csv")
-        label_ids = {label: i for i, label in enumerate(data_info["labels"])}
-        unknown = sorted({label for _, label in rows} - set(label_ids))
-        if unknown:
-            raise UserError(f"{split}.csv: labels {unknown} are not in the train split")
-        labels = torch.tensor([label_ids[label] for _, label in rows])
-        return TensorData(encode([text for text, _ in rows], data_info), labels)
 
 
     class BagOfWords(nn.Module):
@@ -114,42 +67,83 @@ REVIEWS_TASK = textwrap.dedent('''
             return self.out(self.embed(ids))
 
 
-    def build_model(params, data_info):
-        model = BagOfWords(len(data_info["words"]), params.embedding_dim,
-                           len(data_info["labels"]))
-        model.data_info = data_info
-        return model
-
-
-    def loss_fn(logits, labels):
-        return F.cross_entropy(logits, labels)
-
-
     def accuracy(logits, labels):
         return (logits.argmax(1) == labels).sum(), labels.numel()
 
 
-    METRICS = {"accuracy": accuracy}
+    class Reviews(Task):
+        schema = {
+            "embedding_dim": Field(int, "Size of the word embeddings.", default=16, min=1),
+            "min_count": Field(int, "Rarer train words become <unk>.", default=1, min=1),
+        }
+        metrics = {"accuracy": Metric(accuracy)}
+        default_metric = "accuracy"
+
+        def add_build_arguments(self, parser):
+            parser.add_argument("--val-fraction", type=float, default=0.15)
+            parser.add_argument("--test-fraction", type=float, default=0.15)
+
+        def build_dataset(self, args):
+            rows = read_rows(args.data_dir)
+            random.Random(args.seed).shuffle(rows)
+            n_val = round(len(rows) * args.val_fraction)
+            n_test = round(len(rows) * args.test_fraction)
+            parts = {"val": rows[:n_val], "test": rows[n_val:n_val + n_test],
+                     "train": rows[n_val + n_test:]}
+            out = Path(args.output_dir)
+            if out.exists() and any(out.iterdir()) and not args.overwrite:
+                raise UserError(f"{out}: not empty; pass --overwrite")
+            out.mkdir(parents=True, exist_ok=True)
+            for split, part in parts.items():
+                with open(out / f"{split}.csv", "w", newline="", encoding="utf-8") as fh:
+                    writer = csv.writer(fh)
+                    writer.writerow(["text", "label"])
+                    writer.writerows(part)
+            return [f"{split}: {len(part)} reviews" for split, part in parts.items()]
+
+        def describe_data(self, params, data_dir):
+            rows = read_rows(Path(data_dir) / "train.csv")
+            counts = Counter(w for text, _ in rows for w in text.lower().split())
+            words = ["<pad>", "<unk>"] + sorted(w for w, c in counts.items()
+                                                if c >= params.min_count)
+            return {"words": words, "labels": sorted({label for _, label in rows})}
+
+        def load_split(self, params, data_dir, split, data_info):
+            rows = read_rows(Path(data_dir) / f"{split}.csv")
+            label_ids = {label: i for i, label in enumerate(data_info["labels"])}
+            unknown = sorted({label for _, label in rows} - set(label_ids))
+            if unknown:
+                raise UserError(f"{split}.csv: labels {unknown} are not in the train split")
+            labels = torch.tensor([label_ids[label] for _, label in rows])
+            return TensorData(encode([text for text, _ in rows], data_info), labels)
+
+        def build_model(self, params, data_info):
+            return BagOfWords(len(data_info["words"]), params.embedding_dim,
+                              len(data_info["labels"]))
+
+        def loss(self, logits, labels):
+            return Loss(F.cross_entropy(logits, labels), labels.shape[0])
+
+        @torch.no_grad()
+        def evaluation_report(self, model, params, data, device, data_info):
+            model.eval()
+            logits = model(data.inputs.to(device)).cpu()
+            names = data_info["labels"]
+            matrix = {gold: {pred: 0 for pred in names} for gold in names}
+            for gold, pred in zip(data.labels.tolist(), logits.argmax(1).tolist()):
+                matrix[names[gold]][names[pred]] += 1
+            return {"confusion": matrix}
+
+        @torch.no_grad()
+        def predict(self, model, params, inputs, device, data_info):
+            model.eval()
+            probs = torch.softmax(model(encode(inputs, data_info).to(device)), 1).cpu()
+            names = data_info["labels"]
+            return [{"text": text, "label": names[int(p.argmax())]}
+                    for text, p in zip(inputs, probs)]
 
 
-    @torch.no_grad()
-    def evaluation_report(model, params, data, device):
-        model.eval()
-        logits = model(data.inputs.to(device)).cpu()
-        names = model.data_info["labels"]
-        matrix = {gold: {pred: 0 for pred in names} for gold in names}
-        for gold, pred in zip(data.labels.tolist(), logits.argmax(1).tolist()):
-            matrix[names[gold]][names[pred]] += 1
-        return {"confusion": matrix}
-
-
-    @torch.no_grad()
-    def predict(model, params, inputs, device):
-        model.eval()
-        probs = torch.softmax(model(encode(inputs, model.data_info).to(device)), 1).cpu()
-        names = model.data_info["labels"]
-        return [{"text": text, "label": names[int(p.argmax())]}
-                for text, p in zip(inputs, probs)]
+    TASK = Reviews()
 ''')
 
 POSITIVE = ["great", "wonderful", "moving", "brilliant", "delightful", "superb"]
@@ -189,7 +183,7 @@ def test_a_text_classification_task_runs_the_whole_workflow_without_engine_chang
     # The task reaches into torchstarter only for the documented public names.
     imported = set(re.findall(r"^from (torchstarter\S*) import", REVIEWS_TASK, re.MULTILINE))
     assert imported == {"torchstarter.config", "torchstarter.engine.batching",
-                        "torchstarter.errors"}
+                        "torchstarter.engine.task", "torchstarter.errors"}
     package = tmp_path / "reviews_task"
     package.mkdir()
     (package / "__init__.py").write_text(REVIEWS_TASK)

@@ -48,7 +48,8 @@ def run_task_demo(out: Path, task: Task, params_file: Path | None, overrides: li
     source = params_file or f"the built-in {task.name} demo params"
     if params.get("task") != task.name:
         raise UserError(f"{params_file}: task is {params.get('task')!r}, not '{task.name}'")
-    if task.build_dataset is None or (raw_dir is None and task.write_sample_data is None):
+    if not task.provides("build_dataset") or \
+            (raw_dir is None and not task.provides("write_sample_data")):
         raise UserError(f"task '{task.name}' has no built-in sample data; pass --raw-dir")
     data, model_dir = out / "data", out / "experiment"
     print(f"\n######## {task.name} ########")
@@ -61,9 +62,9 @@ def run_task_demo(out: Path, task: Task, params_file: Path | None, overrides: li
     print(f"== build-dataset -> {data}")
     for line in task.build_dataset(task.build_options(raw, data)):
         print("   ", line)
-    if task.build_vocab_command is not None:
+    if task.provides("build_vocab"):
         print(f"== build-vocab in {data}")
-        for line in task.build_vocab_command(task.vocab_options(data)):
+        for line in task.build_vocab(task.vocab_options(data)):
             print("   ", line)
 
     print(f"== train {source} -> {model_dir}")
@@ -76,11 +77,12 @@ def run_task_demo(out: Path, task: Task, params_file: Path | None, overrides: li
     print("== evaluate the best weights on test")
     test, _ = evaluate(model_dir, data, "test", "best")
     print("== predict")
-    inputs = task.demo_inputs(data) if task.demo_inputs else []
+    inputs = task.demo_inputs(data)
     if inputs:
         _, rows = predict(model_dir, inputs)
-        if task.format_predictions is not None:
-            print(task.format_predictions(rows))
+        text = task.format_predictions(rows)
+        if text is not None:
+            print(text)
         else:
             for row in rows:
                 print("   ", {k: v for k, v in row.items() if not isinstance(v, dict)})

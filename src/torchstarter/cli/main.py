@@ -58,8 +58,7 @@ def build_parser(build_task: str | None = None, vocab_task: str | None = None
         from torchstarter.tasks import load_task
 
         task = load_task(build_task)
-        if task.add_build_arguments is not None:
-            task.add_build_arguments(p.add_argument_group(f"{task.name} options"))
+        task.add_build_arguments(p.add_argument_group(f"{task.name} options"))
 
     p = sub.add_parser("build-vocab", help="write the vocabulary of a built dataset",
                        description="Write words.txt, tags.txt and dataset_params.json into a "
@@ -70,8 +69,7 @@ def build_parser(build_task: str | None = None, vocab_task: str | None = None
         from torchstarter.tasks import load_task
 
         task = load_task(vocab_task)
-        if task.add_vocab_arguments is not None:
-            task.add_vocab_arguments(p.add_argument_group(f"{task.name} options"))
+        task.add_vocab_arguments(p.add_argument_group(f"{task.name} options"))
 
     p = sub.add_parser("train", help="train the experiment in a model dir",
                        description="Train the experiment whose params.json is in --model-dir; "
@@ -153,23 +151,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _task_step(part: str, missing: str):
-    """A subcommand that runs one optional part of the task and prints its summary lines."""
+def _task_step(hook: str):
+    """A subcommand that runs one hook of the task and prints its summary lines (a task
+    without the hook refuses in one line)."""
     def run(args: argparse.Namespace) -> int:
         from torchstarter.tasks import load_task
 
-        task = load_task(args.task)
-        step = getattr(task, part)
-        if step is None:
-            raise UserError(f"task '{task.name}' {missing}")
-        for line in step(args):
+        for line in getattr(load_task(args.task), hook)(args):
             print(line)
         return 0
     return run
 
 
-_build_dataset = _task_step("build_dataset", "has no build_dataset(); prepare its data yourself")
-_build_vocab = _task_step("build_vocab_command", "has no vocabulary to build")
+_build_dataset = _task_step("build_dataset")
+_build_vocab = _task_step("build_vocab")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -222,10 +217,11 @@ def _predict(args: argparse.Namespace) -> int:
     from torchstarter.experiment.evaluation import predict
 
     task, rows = predict(args.model_dir, args.inputs, args.restore)
+    text = None if args.json else task.format_predictions(rows)
     if args.json:
         print(json.dumps(rows, indent=2))
-    elif task.format_predictions is not None:
-        print(task.format_predictions(rows))
+    elif text is not None:
+        print(text)
     else:
         print(tabulate([flatten_row(r) for r in rows], headers="keys", floatfmt=".3f"))
     return 0
@@ -235,7 +231,7 @@ def _sample_data(args: argparse.Namespace) -> int:
     from torchstarter.tasks import load_task
 
     task = load_task(args.task)
-    if task.write_sample_data is None:
+    if not task.provides("write_sample_data"):
         raise UserError(f"task '{task.name}' ships no sample data")
     out = Path(args.output_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

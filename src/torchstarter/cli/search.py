@@ -53,7 +53,7 @@ def _check_data(base_raw: dict, base_path: Path, data_dir: Path) -> None:
 
     task, params = resolve_params(base_raw, str(base_path), base_path.parent)
     try:
-        data_info = task.describe_data(params, data_dir) if task.describe_data else None
+        data_info = task.describe_data(params, data_dir)
         load_splits(task, params, data_dir, ("train", "val"), data_info)
     except (OSError, ValueError) as exc:
         raise UserError(f"--data-dir {data_dir}: cannot read the {task.name} data "

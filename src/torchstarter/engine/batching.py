@@ -1,39 +1,36 @@
 """Turning a split into batches in an order that is a function of (seed, epoch).
 
-Two kinds of split data are accepted:
-- in-memory data with get_batch(index) (TensorData, or a task's own class): a batch is
-  one indexing operation on tensors already on the training device;
+The kinds of split data, and the methods a split may offer, are the protocols of
+engine/task.py:
+- a BatchSource (TensorData, or a task's own class): a batch is one indexing operation
+  on tensors already on the training device; batch_indices, iter_batches and to are
+  used when the split has them;
 - any torch Dataset of (inputs, label) pairs: read through a DataLoader with
   params.num_workers processes, in the same order.
 Every example is used once per epoch; the last batch may be short, never dropped.
 Batch indices are CPU tensors, so a task can read facts about a batch (such as its
-longest sentence) on the host for free. A split may also define iter_batches(groups) to
-form a whole pass's batches itself: TensorData and NER's TokenData send the pass's indices
-to the device in one non-blocking copy and slice it per batch, so no step copies anything
-from the host to the GPU or waits for it.
-In-memory data may also define batch_indices(order, batch_size) to group the epoch's
-order differently (e.g. by length), as long as every index is used exactly once.
-A batch given as a dict may carry entries named `host_...`: they stay on the host, for
-facts a model must read there (pack_padded_sequence's lengths) without waiting for a GPU.
+longest sentence) on the host for free. TensorData and NER's TokenData send a pass's
+indices to the device in one non-blocking copy and slice it per batch (iter_batches),
+so no step copies anything from the host to the GPU or waits for it.
 """
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from torchstarter.engine.rng import ORDER_STREAM, epoch_generator
-
-
-@runtime_checkable
-class BatchSource(Protocol):
-    def __len__(self) -> int: ...
-
-    def get_batch(self, index: torch.Tensor) -> tuple[Any, Any]: ...
+from torchstarter.engine.task import (
+    HOST_PREFIX,
+    BatchSource,
+    GroupedData,
+    MovableData,
+    StagedData,
+)
 
 
 class TensorData:
@@ -94,7 +91,7 @@ def to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(to_device(o, device) for o in obj)
     if isinstance(obj, dict):
-        return {k: v if str(k).startswith("host_") else to_device(v, device)
+        return {k: v if str(k).startswith(HOST_PREFIX) else to_device(v, device)
                 for k, v in obj.items()}
     return obj
 
@@ -107,14 +104,15 @@ def batch_size_of(labels: Any) -> int:
 
 def place(data: Any, device: torch.device) -> Any:
     """Move in-memory data to the device once, so no batch is copied per step."""
-    return data.to(device) if isinstance(data, BatchSource) and hasattr(data, "to") else data
+    if isinstance(data, BatchSource) and isinstance(data, MovableData):
+        return data.to(device)
+    return data
 
 
 def batch_groups(data: Any, order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """The epoch's order cut into batches of indices (by the data's own rule if it has one)."""
-    group = getattr(data, "batch_indices", None)
-    if isinstance(data, BatchSource) and group is not None:
-        return list(group(order, batch_size))
+    if isinstance(data, BatchSource) and isinstance(data, GroupedData):
+        return list(data.batch_indices(order, batch_size))
     return list(torch.split(order, batch_size))
 
 
@@ -140,8 +138,8 @@ def iterate_groups(data: BatchSource | Dataset, groups: list[torch.Tensor],
     """
     if isinstance(data, BatchSource):
         rest = groups[skip:]
-        own = getattr(data, "iter_batches", None)
-        batches = own(rest) if own is not None else (data.get_batch(i) for i in rest)
+        batches = data.iter_batches(rest) if isinstance(data, StagedData) else \
+            (data.get_batch(i) for i in rest)
         for inputs, labels in batches:
             yield to_device(inputs, device), to_device(labels, device)  # no-op when there
         return

@@ -1,12 +1,10 @@
 """Exact epoch metrics: sums of numerators and denominators, divided once at the end.
 
-A task's metric function returns (numerator, denominator) for one batch, e.g.
+A task's Metric (engine/task.py) returns (numerator, denominator) for one batch, e.g.
 (correct predictions, examples) for accuracy. Summing both over the epoch and dividing
 once gives the exact per-example value; a mean of batch means would not. Totals stay
 on the device as float64 tensors so the training loop never waits for a .item().
-A denominator that sums to zero over the pass gives NaN, or 0 for a metric marked
-with `zero_when_empty` (precision with nothing predicted, as seqeval and scikit-learn
-count it). A batch must never pad its denominator to avoid 0/0: that would bias the sum.
+A denominator that sums to zero over the pass gives the metric's `if_empty` value.
 """
 
 from __future__ import annotations
@@ -16,7 +14,7 @@ from typing import Any
 
 import torch
 
-MetricFn = Callable[[Any, Any], tuple[Any, Any]]
+from torchstarter.engine.task import Metric
 
 
 def as_float64(x: Any, device: torch.device) -> torch.Tensor:
@@ -27,10 +25,9 @@ def as_float64(x: Any, device: torch.device) -> torch.Tensor:
     return torch.full((), float(x), dtype=torch.float64, device=device)
 
 
-def zero_when_empty(fn: MetricFn) -> MetricFn:
-    """Mark a metric whose value is 0, not NaN, when its denominator sums to 0."""
-    fn.if_empty = 0.0  # type: ignore[attr-defined]
-    return fn
+def zero_when_empty(fn: Callable[[Any, Any], tuple[Any, Any]]) -> Metric:
+    """Shorthand for Metric(fn, if_empty=0.0), usable as a decorator."""
+    return Metric(fn, if_empty=0.0)
 
 
 class MetricTotals:
@@ -41,13 +38,13 @@ class MetricTotals:
     host, so adding costs a GPU step no more launches than it must.
     """
 
-    def __init__(self, metric_fns: Mapping[str, MetricFn], device: torch.device,
+    def __init__(self, metrics: Mapping[str, Metric], device: torch.device,
                  reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
-        self.metric_fns = dict(metric_fns)
+        self.metrics = dict(metrics)
         self.device = device
         self.reduce = reduce  # adds the sums of every process (distributed runs)
         # Row 0 is the loss; one row per metric after it. Columns: numerator, denominator.
-        self.sums = torch.zeros(1 + len(self.metric_fns), 2, dtype=torch.float64, device=device)
+        self.sums = torch.zeros(1 + len(self.metrics), 2, dtype=torch.float64, device=device)
         self.host = [0.0] * self.sums.numel()  # the Python numbers, in the same layout
         self._zero = torch.zeros((), dtype=torch.float64, device=device)
         self.examples = 0
@@ -55,8 +52,8 @@ class MetricTotals:
     def add(self, loss: torch.Tensor, loss_count: Any, outputs: Any, labels: Any,
             examples: int) -> None:
         values = [loss_count]
-        for fn in self.metric_fns.values():
-            num, den = fn(outputs, labels)
+        for metric in self.metrics.values():
+            num, den = metric(outputs, labels)
             values += [num, den]
         slots = [self._slot(i, value) for i, value in enumerate(values, start=1)]
         # The loss is a mean over loss_count items: its numerator is loss x count.
@@ -109,8 +106,7 @@ class MetricTotals:
 
     def compute(self) -> dict[str, float]:
         sums = self._reduced().tolist()
-        empty = [float("nan")] + [getattr(fn, "if_empty", float("nan"))
-                                  for fn in self.metric_fns.values()]
-        names = ["loss", *self.metric_fns]
+        empty = [float("nan")] + [metric.if_empty for metric in self.metrics.values()]
+        names = ["loss", *self.metrics]
         return {name: (num / den if den else if_empty)
                 for name, (num, den), if_empty in zip(names, sums, empty, strict=True)}

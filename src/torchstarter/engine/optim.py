@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from torchstarter.config import Params
 
 
-def build_optimizer(params: Params, model: torch.nn.Module) -> torch.optim.Optimizer:
-    trainable = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(params: Params, model: torch.nn.Module,
+                    groups: list[dict[str, Any]] | None = None) -> torch.optim.Optimizer:
+    """The optimizer params name; over `groups` (a task's parameter groups, whose own
+    settings win over params') or else every trainable parameter."""
+    trainable = groups if groups is not None else \
+        [p for p in model.parameters() if p.requires_grad]
     lr, wd = params.learning_rate, params.weight_decay
     if params.optimizer == "sgd":
         return torch.optim.SGD(trainable, lr=lr, momentum=params.momentum, weight_decay=wd)

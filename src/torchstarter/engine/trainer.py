@@ -1,12 +1,13 @@
-"""The training engine: one epoch is a train pass then a val pass. Task-agnostic.
+"""The training loop: one epoch is a train pass then a val pass. Task-agnostic.
 
-Everything task-specific arrives through the Task (model, loss, metrics, augment);
-everything about files arrives through the `on_epoch_end` callback of fit().
+The Trainer is handed its parts (model, optimizer, scheduler, loss scaler, device,
+distribution setup); engine/build.py makes them from params. What is task-specific
+arrives through the Task (loss, metrics, augment); what is about files arrives through
+the `on_epoch_end` callback of fit(). The whole step is Trainer.train_step.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import signal
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from torchstarter.config import Params
 from torchstarter.engine.batching import (
@@ -28,9 +28,11 @@ from torchstarter.engine.batching import (
 )
 from torchstarter.engine.distributed import SINGLE, Distributed
 from torchstarter.engine.early_stopping import EarlyStopping
+from torchstarter.engine.evaluation import evaluate
+from torchstarter.engine.forward import autocast_for, loss_scaler, prepare
 from torchstarter.engine.interrupt import GracefulStop, StopRequested
 from torchstarter.engine.metrics import MetricTotals, as_float64
-from torchstarter.engine.optim import build_optimizer, build_scheduler
+from torchstarter.engine.progress import PassProgress
 from torchstarter.engine.rng import (
     AUGMENT_STREAM,
     LOADER_STREAM,
@@ -41,10 +43,11 @@ from torchstarter.engine.rng import (
     seed_everything,
     set_rng_state,
 )
+from torchstarter.engine.task import DataInfo, Task
 from torchstarter.errors import UserError
-from torchstarter.tasks.base import Task
 
 log = logging.getLogger("torchstarter")
+Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
 @dataclass
@@ -67,26 +70,22 @@ class EpochResult:
 
 
 class Trainer:
-    def __init__(self, task: Task, params: Params, device: torch.device,
-                 data_info: dict[str, Any] | None = None, dist: Distributed = SINGLE):
-        self.task, self.params, self.device = task, params, device
-        self.data_info = data_info
-        self.dist = dist
-        self.model = task.make_model(params, data_info).to(device)  # weights, eval, saving
-        self.channels_last = params.channels_last
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.train_model = self._training_forward(self.model)
-        self.optimizer = build_optimizer(params, self.model)
-        if dist.rank > 0:  # DDP gave every process rank 0's weights; now its own dropout
-            seed_everything(derived_seed(params.seed, 0, RANK_STREAM + dist.rank))
-        self.scheduler = build_scheduler(params, self.optimizer, params.metric_mode)
+    def __init__(self, task: Task, params: Params, model: torch.nn.Module,
+                 optimizer: torch.optim.Optimizer, scheduler: Scheduler | None = None, *,
+                 device: torch.device, dist: Distributed = SINGLE,
+                 train_model: torch.nn.Module | None = None,
+                 scaler: torch.amp.GradScaler | None = None,
+                 data_info: DataInfo | None = None):
+        self.task, self.params, self.device, self.dist = task, params, device, dist
+        self.model = model  # the weights: saved, validated, evaluated
+        self.train_model = train_model or model  # what the step calls (DDP, compiled)
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.scaler = scaler or loss_scaler(device, params.precision)  # disabled but fp16
+        self.autocast = autocast_for(device, params.precision)  # disabled for fp32
+        self.data_info = data_info  # saved in checkpoints: the model is built for it
         self.early_stopping = EarlyStopping(params.metric_mode, params.early_stopping_patience)
         self.epoch = 0  # epochs completed
         self.history: list[dict[str, Any]] = []
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(params.precision)
-        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none.
-        self.scaler = torch.amp.GradScaler(device.type) if params.precision == "fp16" else None
         # Where an interrupted epoch stopped: its step, metric sums and augmentation RNG.
         self.partial_epoch: dict[str, Any] | None = None
         self.examples_this_call = 0  # trained by the last train_epoch (for samples/s)
@@ -94,66 +93,36 @@ class Trainer:
         self.check_every = 1 if device.type == "cpu" else params.save_summary_steps
         self.stop = GracefulStop()  # the run installs its signal handlers on this
 
-    # ---- state -------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "epoch": self.epoch,
-            "early_stopping": self.early_stopping.state_dict(),
-            "history": self.history,
-            "rng": get_rng_state(),
-            "params": self.params.to_dict(),
-            "task": self.task.name,
-            "data_info": self.data_info,
-            "partial_epoch": self.partial_epoch,
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-        }
+    # ---- the step -----------------------------------------------------------------------
+    def train_step(self, inputs: Any, labels: Any, totals: MetricTotals,
+                   augment_gen: torch.Generator, placeholder: bool, epoch: int, step: int
+                   ) -> bool:
+        """One optimizer step on one batch; its loss and metrics go into `totals`.
 
-    def load_state_dict(self, state: dict[str, Any], weights_only: bool = False) -> None:
-        self.model.load_state_dict(state["model"])
-        if weights_only:
-            return
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler and state.get("scheduler"):
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch = state["epoch"]
-        self.early_stopping.load_state_dict(state["early_stopping"])
-        self.history = list(state["history"])
-        self.partial_epoch = state.get("partial_epoch")
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        if self.dist.rank == 0:
-            set_rng_state(state["rng"])
-        else:  # the checkpoint holds rank 0's generators; the others get a fresh stream
-            rank_stream = RANK_STREAM + self.dist.rank
-            seed_everything(derived_seed(self.params.seed, self.epoch, rank_stream))
+        Returns whether a stop was asked for (on any process). A placeholder batch (a
+        process without examples in this global batch) only joins DDP's gradient sum.
+        """
+        inputs = self.task.augment(self.params, inputs, augment_gen)
+        with self.autocast():
+            outputs = self.train_model(prepare(inputs, self.params.channels_last))
+            loss, count = self.task.loss(outputs, labels)
+        check = step % self.check_every == 0
+        weighted, mean_loss, stop = self._share_step(loss, count, placeholder, check)
+        if check and not bool(torch.isfinite(mean_loss)):
+            raise self._not_finite(float(mean_loss), epoch, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(weighted).backward()
+        if self.params.grad_clip_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.params.grad_clip_norm)
+        if not placeholder:
+            with torch.no_grad():  # before the step: metrics of the weights that made them
+                totals.add(loss.detach(), count, outputs, labels, batch_size_of(labels))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return stop
 
-    def _training_forward(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The module the train step calls: DDP-wrapped across processes, maybe compiled."""
-        if self.dist.enabled:
-            if self.device.type == "cuda":  # one batch statistic over all processes
-                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            # No device_ids: batches are already on this process's device, and with them
-            # DDP would copy every input tensor there, host-side lengths included.
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=None)
-        if self.params.compile != "none":
-            model = torch.compile(model, mode=None if self.params.compile == "default"
-                                  else self.params.compile)
-        return model
-
-    # ---- passes ------------------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def _prepare(self, inputs: Any) -> Any:
-        if self.channels_last and isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
-            return inputs.contiguous(memory_format=torch.channels_last)
-        return inputs
-
+    # ---- a pass -------------------------------------------------------------------------
     def train_epoch(self, data: Any, epoch: int) -> dict[str, float]:
         """One pass over `data` in the order fixed by (seed, epoch); exact epoch metrics."""
         p, dist = self.params, self.dist
@@ -166,64 +135,26 @@ class Trainer:
         global_groups = batch_groups(data, order, p.batch_size)
         done = self._resume_position(epoch, totals, augment_gen, global_groups)
         self.examples_this_call = -totals.examples
-        bar = tqdm(total=len(data), initial=totals.examples, desc=f"epoch {epoch}/{p.num_epochs}",
-                   unit="samples", leave=False, disable=None if dist.is_main else True,
-                   dynamic_ncols=True)
-        last_shown = time.monotonic()
         groups = [dist.shard(g) for g in global_groups]
         batches = iterate_groups(data, [g for g, _ in groups], self.device, p.num_workers, done,
                                  epoch_generator(p.seed, epoch, LOADER_STREAM))
-        for step, (inputs, labels) in enumerate(batches, start=done + 1):
-            placeholder = groups[step - 1][1]
-            if self.task.augment is not None:
-                inputs = self.task.augment(p, inputs, augment_gen)
-            with self._autocast():
-                outputs = self.train_model(self._prepare(inputs))
-                loss, count = self.task.loss(outputs, labels)
-            check = step % self.check_every == 0
-            weighted, mean_loss, stop = self._share_step(loss, count, placeholder, check)
-            if check and not bool(torch.isfinite(mean_loss)):
-                where = "" if self.check_every == 1 else " (a GPU checks every " \
-                    "save_summary_steps steps)"
-                kept = f"last.pt (end of epoch {self.epoch}) is the last good checkpoint" \
-                    if self.epoch else "no epoch had finished, so no checkpoint was written"
-                raise UserError(
-                    f"loss is {float(mean_loss):g} at epoch {epoch}, step {step}{where}"
-                    f"; stopped before updating: {kept}; lower learning_rate, set "
-                    f"grad_clip_norm, or look for NaN or infinite values in the data")
-            self.optimizer.zero_grad(set_to_none=True)
-            self._backward(weighted)
-            if not placeholder:
-                with torch.no_grad():  # before the step: metrics of the weights that made them
-                    totals.add(loss.detach(), count, outputs, labels, batch_size_of(labels))
-            self._optimizer_step()
-            bar.update(0 if placeholder else batch_size_of(labels))
-            if step % p.save_summary_steps == 0 and log.isEnabledFor(logging.DEBUG):
-                log.debug("epoch %d step %d: running loss %.4f", epoch, step,
-                          totals.running_loss())
-            if not bar.disable and time.monotonic() - last_shown > 0.5:
-                bar.set_postfix(loss=f"{totals.running_loss():.4f}", refresh=False)
-                last_shown = time.monotonic()
-            if stop:
-                bar.close()
-                self._pause(epoch, step, totals, augment_gen, global_groups)
-        bar.close()
+        progress = PassProgress(len(data), totals.examples, epoch, p.num_epochs, dist.is_main,
+                                totals.running_loss, p.save_summary_steps)
+        try:
+            for step, (inputs, labels) in enumerate(batches, start=done + 1):
+                placeholder = groups[step - 1][1]
+                stop = self.train_step(inputs, labels, totals, augment_gen, placeholder, epoch,
+                                       step)
+                progress.step(step, 0 if placeholder else batch_size_of(labels))
+                if stop:
+                    self._pause(epoch, step, totals, augment_gen, global_groups)
+        finally:
+            progress.close()
         self.examples_this_call += totals.examples
         return totals.compute()
 
-    def _backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
-        if self.params.grad_clip_norm is not None:
-            if self.scaler:
-                self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.params.grad_clip_norm)
-
-    def _optimizer_step(self) -> None:
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+    def evaluate(self, data: Any) -> dict[str, float]:
+        return evaluate(self.model, data, self.task, self.params, self.device, self.dist)
 
     def _share_step(self, loss: torch.Tensor, count: Any, placeholder: bool, check: bool
                     ) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -243,6 +174,15 @@ class Trainer:
         # gradient of the global batch's mean loss.
         weight = (n * self.dist.world_size / shared[1]).to(loss.dtype)
         return loss * weight, shared[0] / shared[1], bool(check and shared[2] > 0)
+
+    def _not_finite(self, loss: float, epoch: int, step: int) -> UserError:
+        where = "" if self.check_every == 1 else \
+            " (a GPU checks every save_summary_steps steps)"
+        kept = f"last.pt (end of epoch {self.epoch}) is the last good checkpoint" \
+            if self.epoch else "no epoch had finished, so no checkpoint was written"
+        return UserError(f"loss is {loss:g} at epoch {epoch}, step {step}{where}; stopped "
+                         f"before updating: {kept}; lower learning_rate, set grad_clip_norm, "
+                         f"or look for NaN or infinite values in the data")
 
     def _resume_position(self, epoch: int, totals: MetricTotals, augment_gen: torch.Generator,
                          groups: list[torch.Tensor]) -> int:
@@ -279,25 +219,7 @@ class Trainer:
         """The signal this process got, or SIGTERM when only another process got one."""
         return self.stop.signum if self.stop.signum is not None else signal.SIGTERM
 
-    @torch.inference_mode()
-    def evaluate(self, data: Any) -> dict[str, float]:
-        data = place(data, self.device)
-        self.model.eval()
-        totals = MetricTotals(self.task.metrics, self.device, self.dist.all_reduce_sum)
-        # Each process takes a contiguous part; the sums are added over processes at the end.
-        order = torch.tensor_split(torch.arange(len(data)), self.dist.world_size)[self.dist.rank]
-        # A process whose part is empty (fewer examples than processes) reads no batch but
-        # still joins the sum of the totals in compute().
-        groups = batch_groups(data, order, self.params.batch_size) if len(order) else []
-        for inputs, labels in iterate_groups(data, groups, self.device, self.params.num_workers,
-                                             generator=torch.Generator().manual_seed(0)):
-            with self._autocast():
-                outputs = self.model(self._prepare(inputs))
-                loss, count = self.task.loss(outputs, labels)
-            totals.add(loss, count, outputs, labels, batch_size_of(labels))
-        return totals.compute()
-
-    # ---- the run -----------------------------------------------------------------------
+    # ---- the run ------------------------------------------------------------------------
     def fit(self, train_data: Any, val_data: Any,
             on_epoch_end: Callable[[EpochResult], None] | None = None,
             stop_after_epoch: int | None = None) -> list[EpochResult]:
@@ -343,6 +265,41 @@ class Trainer:
             self.scheduler.step(value)
         else:
             self.scheduler.step()
+
+    # ---- state --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a restore needs to continue exactly: each stateful part's own state."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "epoch": self.epoch,
+            "early_stopping": self.early_stopping.state_dict(),
+            "history": self.history,
+            "rng": get_rng_state(),
+            "params": self.params.to_dict(),
+            "task": self.task.name,
+            "data_info": self.data_info,
+            "partial_epoch": self.partial_epoch,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch = state["epoch"]
+        self.early_stopping.load_state_dict(state["early_stopping"])
+        self.history = list(state["history"])
+        self.partial_epoch = state.get("partial_epoch")
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.dist.rank == 0:
+            set_rng_state(state["rng"])
+        else:  # the checkpoint holds rank 0's generators; the others get a fresh stream
+            rank_stream = RANK_STREAM + self.dist.rank
+            seed_everything(derived_seed(self.params.seed, self.epoch, rank_stream))
 
 
 def _fingerprint(groups: list[torch.Tensor]) -> str:

@@ -1,28 +1,47 @@
-"""`evaluate` and `predict`: load a checkpoint with the params it was trained with."""
+"""`evaluate` and `predict`: load a checkpoint with the params it was trained with.
+
+Only the model is rebuilt (no optimizer, no trainer): evaluation is engine.evaluation's
+function of (model, data, task).
+"""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from torchstarter.config import Params
+from torchstarter.engine import evaluation
 from torchstarter.engine.checkpoint import check_compatible, load_checkpoint
-from torchstarter.engine.trainer import Trainer
+from torchstarter.engine.forward import place_model
+from torchstarter.engine.task import DataInfo, Task
 from torchstarter.errors import UserError
 from torchstarter.experiment import files
 from torchstarter.experiment.training import load_splits, setup_torch
-from torchstarter.tasks import Task
 from torchstarter.tasks.registry import resolve_params
 from torchstarter.utils.atomic import write_json
 
 
+@dataclass
+class Trained:
+    """A checkpoint's weights in their model, with what they were trained on."""
+
+    task: Task
+    params: Params
+    model: torch.nn.Module
+    device: torch.device
+    data_info: DataInfo | None
+    epoch: int
+    partial_epoch: dict[str, Any] | None  # set when saved inside an interrupted epoch
+
+
 def load_trained(model_dir: Path, restore: str = "best",
-                 overrides: Mapping[str, Any] | None = None) -> tuple[Task, Params, Trainer]:
+                 overrides: Mapping[str, Any] | None = None) -> Trained:
     path = files.checkpoint_path(model_dir, restore)
     state = load_checkpoint(path)
     _check_same_task(model_dir, path, state["params"].get("task"))
@@ -32,12 +51,13 @@ def load_trained(model_dir: Path, restore: str = "best",
         raw["device"] = "cpu"  # trained on a GPU, used here on a CPU machine
     task, params = resolve_params(raw, f"{path} (params saved in the checkpoint)",
                                   base_dir=Path(model_dir))
-    trainer = Trainer(task, params, setup_torch(params), state.get("data_info"))
-    check_compatible(trainer.model, state["model"], path)
-    trainer.load_state_dict(state, weights_only=True)
-    trainer.epoch = state["epoch"]
-    trainer.partial_epoch = state.get("partial_epoch")
-    return task, params, trainer
+    device = setup_torch(params)
+    data_info = state.get("data_info")
+    model = place_model(task.build_model(params, data_info), params, device)
+    check_compatible(model, state["model"], path)
+    model.load_state_dict(state["model"])
+    return Trained(task, params, model, device, data_info, state["epoch"],
+                   state.get("partial_epoch"))
 
 
 def _check_same_task(model_dir: Path, path: Path, task: Any) -> None:
@@ -57,15 +77,16 @@ def evaluate(model_dir: Path, data_dir: Path, split: str = "test", restore: str 
     if not re.fullmatch(r"[A-Za-z0-9_-]+", split):
         raise UserError(f"--split {split!r}: a split name such as train, val or test (letters, "
                         f"digits, '_' and '-'), not a path")
-    task, params, trainer = load_trained(model_dir, restore, overrides)
-    data = load_splits(task, params, data_dir, (split,), trainer.data_info)[split]
-    metrics: dict[str, Any] = {"epoch": trainer.epoch}
-    partial = trainer.partial_epoch
+    trained = load_trained(model_dir, restore, overrides)
+    task, params, model, device = trained.task, trained.params, trained.model, trained.device
+    data = load_splits(task, params, data_dir, (split,), trained.data_info)[split]
+    metrics: dict[str, Any] = {"epoch": trained.epoch}
+    partial = trained.partial_epoch
     if partial is not None:  # weights from inside an interrupted epoch, not from its end
         metrics["partial_epoch"] = {"epoch": partial["epoch"], "step": partial["step"]}
-    metrics.update({"examples": len(data), **trainer.evaluate(data)})
-    if task.evaluation_report is not None:
-        metrics.update(task.evaluation_report(trainer.model, params, data, trainer.device))
+    metrics.update({"examples": len(data),
+                    **evaluation.evaluate(model, data, task, params, device)})
+    metrics.update(task.evaluation_report(model, params, data, device, trained.data_info))
     out = Path(model_dir) / files.metrics_file(split, restore)
     write_json(out, metrics)
     return metrics, out
@@ -73,7 +94,7 @@ def evaluate(model_dir: Path, data_dir: Path, split: str = "test", restore: str 
 
 def predict(model_dir: Path, inputs: list[str], restore: str = "best"
             ) -> tuple[Task, list[dict[str, Any]]]:
-    task, params, trainer = load_trained(model_dir, restore)
-    if task.predict is None:
-        raise UserError(f"task '{task.name}' has no predict(); add one to the task module")
-    return task, task.predict(trainer.model, params, inputs, trainer.device)
+    trained = load_trained(model_dir, restore)
+    task = trained.task  # its predict() refuses in one line when the task has none
+    return task, task.predict(trained.model, trained.params, inputs, trained.device,
+                              trained.data_info)

@@ -12,18 +12,19 @@ from typing import Any
 import torch
 
 from torchstarter.config import Params
+from torchstarter.engine.build import build_trainer
 from torchstarter.engine.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from torchstarter.engine.distributed import SINGLE, Distributed, from_environment, shutdown
 from torchstarter.engine.interrupt import GracefulStop, StopRequested
 from torchstarter.engine.optim import RESUME_FIXED_KEYS, extend_schedule
 from torchstarter.engine.rng import seed_everything
+from torchstarter.engine.task import DataInfo, Task
 from torchstarter.engine.trainer import EpochResult, Trainer
 from torchstarter.errors import UserError
 from torchstarter.experiment import files
 from torchstarter.experiment.lock import run_lock
 from torchstarter.experiment.run_record import RunRecord
 from torchstarter.experiment.tracking import EpochTrackers
-from torchstarter.tasks import Task
 from torchstarter.tasks.registry import load_experiment
 from torchstarter.utils.atomic import write_json
 
@@ -52,13 +53,13 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def load_splits(task: Task, params: Params, data_dir: Path, splits: tuple[str, ...],
-                data_info: dict[str, Any] | None = None) -> dict[str, Any]:
+                data_info: DataInfo | None = None) -> dict[str, Any]:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise UserError(f"{data_dir}: data folder not found; check --data-dir")
     out = {}
     for split in splits:
-        data = task.read_split(params, data_dir, split, data_info)
+        data = task.load_split(params, data_dir, split, data_info)
         if len(data) == 0:
             raise UserError(f"{data_dir}: split '{split}' is empty; rebuild the dataset")
         out[split] = data
@@ -73,165 +74,223 @@ def train(model_dir: Path, data_dir: Path, restore: str | None = None,
           overrides: Mapping[str, Any] | None = None, overwrite: bool = False,
           stop_after_epoch: int | None = None, console: bool = True) -> Trainer:
     """Train the experiment in model_dir; return the trainer at the end of the run."""
-    model_dir = Path(model_dir)
-    task, params = load_experiment(model_dir / files.PARAMS, overrides)
-    dist = from_environment()  # several processes when launched by torchrun
-    finished = False
-    try:
-        # Only the first process writes to the model dir; the others only read it.
-        with run_lock(model_dir) if dist.is_main else contextlib.nullcontext(), \
-                GracefulStop() as stop:
-            if dist.is_main:
-                files.remove_stale_temp_files(model_dir)  # only a dead run can leave them
-            trainer = _train(model_dir, data_dir, task, params, restore, overwrite,
-                             stop_after_epoch, console, stop, dist)
-        finished = True
-        return trainer
-    finally:
-        shutdown(dist, finished)
+    return TrainingRun(model_dir, data_dir, restore, overrides, overwrite, stop_after_epoch,
+                       console).run()
 
 
-def _train(model_dir: Path, data_dir: Path, task: Task, params: Params, restore: str | None,
-           overwrite: bool, stop_after_epoch: int | None, console: bool, stop: GracefulStop,
-           dist: Distributed) -> Trainer:
-    main = dist.is_main
-    previous = files.existing_outputs(model_dir) if main else []
-    # A run that stopped before its first checkpoint left only a log: nothing to continue,
-    # so a fresh run moves those files aside (never deletes them) instead of refusing.
-    nothing_to_restore = not any((model_dir / name).exists()
-                                 for name in files.CHECKPOINTS.values())
-    if restore is None and previous and not overwrite and not nothing_to_restore:
-        raise UserError(f"{model_dir}: already holds a run ({', '.join(previous[:3])}); pass "
-                        f"--restore last to continue it, or --overwrite to start over (the "
-                        f"old files move to {files.ARCHIVE}/)")
-    state = None
-    if restore is not None:
+class TrainingRun:
+    """One `train` of a model dir: check what it continues, load the data, fit, finish.
+
+    run() takes the steps in that order under the model dir's lock and the Ctrl-C
+    handler; each step leaves what the next needs on the object.
+    """
+
+    def __init__(self, model_dir: Path, data_dir: Path, restore: str | None = None,
+                 overrides: Mapping[str, Any] | None = None, overwrite: bool = False,
+                 stop_after_epoch: int | None = None, console: bool = True):
+        self.model_dir, self.data_dir = Path(model_dir), Path(data_dir)
+        self.restore, self.overwrite = restore, overwrite
+        self.stop_after_epoch, self.console = stop_after_epoch, console
+        self.task, self.params = load_experiment(self.model_dir / files.PARAMS, overrides)
+        self.dist = SINGLE
+        self.stop: GracefulStop | None = None  # the Ctrl-C handler run() installs
+        self.previous: list[str] = []  # outputs of an earlier run in the model dir
+        self.state: dict[str, Any] | None = None  # the checkpoint this run continues
+        self.device = torch.device("cpu")
+        self.data_info: DataInfo | None = None
+        self.data: dict[str, Any] = {}
+        self.trainer: Trainer | None = None
+        self.record: RunRecord | None = None
+
+    @property
+    def main(self) -> bool:
+        """Only the first process writes to the model dir; the others only read it."""
+        return self.dist.is_main
+
+    def run(self) -> Trainer:
+        self.dist = from_environment()  # several processes when launched by torchrun
+        finished = False
+        try:
+            with run_lock(self.model_dir) if self.main else contextlib.nullcontext(), \
+                    GracefulStop() as stop:
+                self.stop = stop
+                if self.main:
+                    files.remove_stale_temp_files(self.model_dir)  # only a dead run leaves them
+                self.check_restore()
+                self.load_data()
+                trainer = self.fit()
+                self.finish(trainer)
+            finished = True
+            return trainer
+        finally:
+            shutdown(self.dist, finished)
+
+    # ---- the steps ----------------------------------------------------------------------
+    def check_restore(self) -> None:
+        """Refuse a fresh run over an earlier one; read and check the checkpoint to continue."""
+        model_dir, restore = self.model_dir, self.restore
+        self.previous = files.existing_outputs(model_dir) if self.main else []
+        # A run that stopped before its first checkpoint left only a log: nothing to
+        # continue, so a fresh run moves those files aside (never deletes them).
+        nothing_to_restore = not any((model_dir / name).exists()
+                                     for name in files.CHECKPOINTS.values())
+        if restore is None and self.previous and not self.overwrite and not nothing_to_restore:
+            raise UserError(f"{model_dir}: already holds a run ({', '.join(self.previous[:3])}); "
+                            f"pass --restore last to continue it, or --overwrite to start over "
+                            f"(the old files move to {files.ARCHIVE}/)")
+        if restore is None:
+            return
         path = files.checkpoint_path(model_dir, restore)
-        if restore in files.CHECKPOINTS and not path.exists() and previous:
+        if restore in files.CHECKPOINTS and not path.exists() and self.previous:
             raise UserError(f"{path}: not found: the earlier run stopped before its first "
                             f"checkpoint; train without --restore (its files move to "
                             f"{files.ARCHIVE}/)")
         state = load_checkpoint(path)
-        if state.get("task") != task.name:
+        if state.get("task") != self.task.name:
             raise UserError(f"{path}: a checkpoint of task '{state.get('task')}', but "
-                            f"{model_dir / files.PARAMS} trains task '{task.name}'; restore a "
-                            f"checkpoint of the same task and architecture")
-        _check_resumable(state, params, path)
-    device = setup_torch(params, dist)
-    if not Path(data_dir).is_dir():
-        raise UserError(f"{data_dir}: data folder not found; check --data-dir")
-    data_info = task.describe_data(params, Path(data_dir)) if task.describe_data else None
-    if state is not None and state.get("data_info") != data_info:
-        raise UserError(f"{data_dir}: the data description (e.g. vocabulary) differs from the "
-                        f"one the checkpoint was trained with; restore with the same data dir")
-    data = load_splits(task, params, data_dir, ("train", "val"), data_info)
-    archived = files.archive_outputs(model_dir) if restore is None and previous else None
-    record = RunRecord(model_dir if main else None, device, params.seed, restore)
-    try:
-        with _out_of_memory_as_user_error(device):
-            trainer = _run(model_dir, data_dir, task, params, device, data_info, data, state,
-                           restore, archived, console, stop_after_epoch, stop, dist)
-    # When the disk is full, run.json cannot be written either: the first error is the one
-    # the user needs to see, so a failing record write never replaces it.
-    except StopRequested as exc:
-        with contextlib.suppress(OSError):
-            record.end("interrupted", str(exc))
-        raise
-    except KeyboardInterrupt:
-        with contextlib.suppress(OSError):
-            record.end("interrupted", "KeyboardInterrupt")
-        raise
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            record.end("failed", str(exc) if isinstance(exc, UserError)
-                       else f"{type(exc).__name__}: {exc}")
-        raise
-    complete = trainer.epoch >= params.num_epochs or trainer.early_stopping.should_stop
-    try:
-        record.end("finished" if complete else "interrupted",
-                   None if complete else f"paused after epoch {trainer.epoch}")
-    except OSError as exc:  # the run itself is complete and saved: say so, do not fail it
-        log.warning("%s", exc)
-    return trainer
+                            f"{model_dir / files.PARAMS} trains task '{self.task.name}'; "
+                            f"restore a checkpoint of the same task and architecture")
+        _check_resumable(state, self.params, path)
+        self.state = state
 
+    def load_data(self) -> None:
+        """The device, the data description (checked against the checkpoint's), the splits."""
+        self.device = setup_torch(self.params, self.dist)
+        if not self.data_dir.is_dir():
+            raise UserError(f"{self.data_dir}: data folder not found; check --data-dir")
+        self.data_info = self.task.describe_data(self.params, self.data_dir)
+        if self.state is not None and self.state.get("data_info") != self.data_info:
+            raise UserError(f"{self.data_dir}: the data description (e.g. vocabulary) differs "
+                            f"from the one the checkpoint was trained with; restore with the "
+                            f"same data dir")
+        self.data = load_splits(self.task, self.params, self.data_dir, ("train", "val"),
+                                self.data_info)
 
-def _run(model_dir: Path, data_dir: Path, task: Task, params: Params, device: torch.device,
-         data_info: dict[str, Any] | None, data: dict[str, Any], state: dict[str, Any] | None,
-         restore: str | None, archived: Path | None, console: bool,
-         stop_after_epoch: int | None, stop: GracefulStop, dist: Distributed) -> Trainer:
-    main = dist.is_main
-    with files.run_logging(model_dir / files.LOG if main else None, console and main) as logger:
-        trainer = Trainer(task, params, device, data_info, dist)
-        trainer.stop = stop
-        if state is not None:
-            check_compatible(trainer.model, state["model"], files.checkpoint_path(model_dir,
-                                                                                   restore))
-            trainer.load_state_dict(state)
-            extend_schedule(trainer.scheduler, params.num_epochs)
-            if main:
-                write_metrics_files(model_dir, trainer)
-            _log_param_changes(state["params"], params)
-            partial = trainer.partial_epoch
-            logger.info("==== resumed from %s after epoch %d%s (best %s %s) ====", restore,
-                        trainer.epoch, f", mid-epoch {partial['epoch']} at step "
-                        f"{partial['step']}" if partial else "", params.metric,
-                        trainer.early_stopping.best)
-        else:
-            logger.info("==== new run: task %s, %s ====", task.name, time.strftime("%c"))
-            if archived is not None:
-                logger.info("previous run's files moved to %s", archived)
-        logger.info("data: %s; train %d, val %d examples; device %s, %d threads%s",
-                    data_dir, len(data["train"]), len(data["val"]), device,
-                    torch.get_num_threads(), f"; {dist.world_size} processes (DDP), global "
-                    f"batch {params.batch_size}" if dist.enabled else "")
-        if main:
-            write_json(model_dir / files.RESOLVED_PARAMS, params.to_dict())
-        if trainer.early_stopping.should_stop:
-            logger.info("nothing to do: early stopping fired after epoch %d (%d epochs without "
-                        "a better val %s); raise early_stopping_patience or set it to null to "
-                        "train further", trainer.epoch, trainer.early_stopping.bad_epochs,
-                        params.metric)
-            return trainer
-        if trainer.epoch >= params.num_epochs:
-            logger.info("nothing to do: %d of %d epochs done; raise num_epochs (e.g. --set "
-                        "num_epochs=%d) to train further", trainer.epoch, params.num_epochs,
-                        params.num_epochs + 10)
-            return trainer
-
-        trackers = EpochTrackers(model_dir, params, trainer.epoch) if main else None
-
-        def on_epoch_end(result: EpochResult) -> None:
-            if not main:
-                return
-            _save_epoch(model_dir, trainer, result)
-            logger.info("epoch %d/%d  train: %s | val: %s | lr %.2e | %.1fs%s", result.epoch,
-                        params.num_epochs, format_metrics(result.train),
-                        format_metrics(result.val), result.lr, result.seconds,
-                        "  *best" if result.improved else "")
-            trackers.epoch_end(result, trainer.history)
-
+    def fit(self) -> Trainer:
+        """Train, with run.json saying how the attempt ended if it ends early."""
+        archived = files.archive_outputs(self.model_dir) \
+            if self.restore is None and self.previous else None
+        self.record = RunRecord(self.model_dir if self.main else None, self.device,
+                                self.params.seed, self.restore)
         try:
-            trainer.fit(data["train"], data["val"], on_epoch_end, stop_after_epoch)
+            with _out_of_memory_as_user_error(self.device), \
+                    files.run_logging(self.model_dir / files.LOG if self.main else None,
+                                      self.console and self.main):
+                return self._fit_logged(archived)
+        # When the disk is full, run.json cannot be written either: the first error is
+        # the one the user needs to see, so a failing record write never replaces it.
         except StopRequested as exc:
-            if main and trainer.partial_epoch is not None:  # mid-epoch: save where it stopped
-                save_checkpoint(trainer.state_dict(), model_dir / files.CHECKPOINTS["last"])
-            logger.info("%s; last.pt holds the state to resume from: rerun with "
-                        "--restore last", exc)
+            with contextlib.suppress(OSError):
+                self.record.end("interrupted", str(exc))
+            raise
+        except KeyboardInterrupt:
+            with contextlib.suppress(OSError):
+                self.record.end("interrupted", "KeyboardInterrupt")
+            raise
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                self.record.end("failed", str(exc) if isinstance(exc, UserError)
+                                else f"{type(exc).__name__}: {exc}")
+            raise
+
+    def finish(self, trainer: Trainer) -> None:
+        """run.json: finished, or interrupted when the run paused before its last epoch."""
+        complete = trainer.epoch >= self.params.num_epochs or trainer.early_stopping.should_stop
+        try:
+            self.record.end("finished" if complete else "interrupted",
+                            None if complete else f"paused after epoch {trainer.epoch}")
+        except OSError as exc:  # the run itself is complete and saved: say so, do not fail it
+            log.warning("%s", exc)
+
+    # ---- inside fit ---------------------------------------------------------------------
+    def _fit_logged(self, archived: Path | None) -> Trainer:
+        params = self.params
+        self.trainer = trainer = build_trainer(self.task, params, self.device, self.data_info,
+                                               self.dist)
+        if self.stop is not None:
+            trainer.stop = self.stop
+        self._restore_or_start(trainer, archived)
+        if self._nothing_to_do(trainer):
+            return trainer
+        trackers = EpochTrackers(self.model_dir, params, trainer.epoch) if self.main else None
+        try:
+            trainer.fit(self.data["train"], self.data["val"],
+                        lambda result: self._epoch_end(result, trackers),
+                        self.stop_after_epoch)
+        except StopRequested as exc:
+            if self.main and trainer.partial_epoch is not None:  # mid-epoch: save where it is
+                save_checkpoint(trainer.state_dict(), self.model_dir / files.CHECKPOINTS["last"])
+            log.info("%s; last.pt holds the state to resume from: rerun with --restore last",
+                     exc)
             raise
         finally:
             if trackers is not None:
                 trackers.close()
         es = trainer.early_stopping
         if es.should_stop:
-            logger.info("early stopping: no better val %s for %d epochs", params.metric,
-                        es.patience)
+            log.info("early stopping: no better val %s for %d epochs", params.metric,
+                     es.patience)
         if es.best is None:
-            logger.warning("no epoch gave a finite val %s, so best.pt was not written; "
-                           "check the data and lower learning_rate", params.metric)
+            log.warning("no epoch gave a finite val %s, so best.pt was not written; check the "
+                        "data and lower learning_rate", params.metric)
         else:
-            logger.info("best val %s %.4f at epoch %d; files in %s", params.metric, es.best,
-                        es.best_epoch, model_dir)
-    return trainer
+            log.info("best val %s %.4f at epoch %d; files in %s", params.metric, es.best,
+                     es.best_epoch, self.model_dir)
+        return trainer
+
+    def _restore_or_start(self, trainer: Trainer, archived: Path | None) -> None:
+        """Load the checkpoint into the trainer (or start fresh) and log where the run is."""
+        params, state = self.params, self.state
+        if state is not None:
+            path = files.checkpoint_path(self.model_dir, self.restore)
+            check_compatible(trainer.model, state["model"], path)
+            trainer.load_state_dict(state)
+            extend_schedule(trainer.scheduler, params.num_epochs)
+            if self.main:
+                write_metrics_files(self.model_dir, trainer)
+            _log_param_changes(state["params"], params)
+            partial = trainer.partial_epoch
+            log.info("==== resumed from %s after epoch %d%s (best %s %s) ====", self.restore,
+                     trainer.epoch, f", mid-epoch {partial['epoch']} at step "
+                     f"{partial['step']}" if partial else "", params.metric,
+                     trainer.early_stopping.best)
+        else:
+            log.info("==== new run: task %s, %s ====", self.task.name, time.strftime("%c"))
+            if archived is not None:
+                log.info("previous run's files moved to %s", archived)
+        dist = self.dist
+        log.info("data: %s; train %d, val %d examples; device %s, %d threads%s",
+                 self.data_dir, len(self.data["train"]), len(self.data["val"]), self.device,
+                 torch.get_num_threads(), f"; {dist.world_size} processes (DDP), global "
+                 f"batch {params.batch_size}" if dist.enabled else "")
+        if self.main:
+            write_json(self.model_dir / files.RESOLVED_PARAMS, params.to_dict())
+
+    def _nothing_to_do(self, trainer: Trainer) -> bool:
+        params = self.params
+        if trainer.early_stopping.should_stop:
+            log.info("nothing to do: early stopping fired after epoch %d (%d epochs without "
+                     "a better val %s); raise early_stopping_patience or set it to null to "
+                     "train further", trainer.epoch, trainer.early_stopping.bad_epochs,
+                     params.metric)
+            return True
+        if trainer.epoch >= params.num_epochs:
+            log.info("nothing to do: %d of %d epochs done; raise num_epochs (e.g. --set "
+                     "num_epochs=%d) to train further", trainer.epoch, params.num_epochs,
+                     params.num_epochs + 10)
+            return True
+        return False
+
+    def _epoch_end(self, result: EpochResult, trackers: EpochTrackers | None) -> None:
+        if not self.main:
+            return
+        trainer = self.trainer
+        _save_epoch(self.model_dir, trainer, result)
+        log.info("epoch %d/%d  train: %s | val: %s | lr %.2e | %.1fs%s", result.epoch,
+                 self.params.num_epochs, format_metrics(result.train),
+                 format_metrics(result.val), result.lr, result.seconds,
+                 "  *best" if result.improved else "")
+        trackers.epoch_end(result, trainer.history)
 
 
 @contextlib.contextmanager

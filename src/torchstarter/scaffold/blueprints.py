@@ -42,7 +42,7 @@ def _ner_data(data: Path) -> list[str]:
     task = load_task("ner")
     task.write_sample_data(data / "raw")
     task.build_dataset(task.build_options(data / "raw", data / "ner"))
-    task.build_vocab_command(task.vocab_options(data / "ner"))
+    task.build_vocab(task.vocab_options(data / "ner"))
     return ["data/raw: the built-in sample corpus; data/ner: its splits and vocabulary"]
 
 

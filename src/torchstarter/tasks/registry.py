@@ -1,10 +1,21 @@
-"""Finding a task from params.json's `task`: a built-in name, a module path or a .py file."""
+"""Finding a task from params.json's `task`: a built-in name, a module path or a .py file.
+
+A module that defines TASK (an engine Task) is that task; a module of functions is
+adapted by module_task.ModuleTask. Importing a user's task has two effects on the
+process, both deliberate: the module is registered in sys.modules (under its own name
+for a package, so its absolute imports work; under a name derived from its path for a
+.py file, the same in every process), and a project folder is appended to sys.path, so
+that DataLoader workers started by spawn (macOS, Windows) can import it too.
+"""
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
+import re
 import sys
 import traceback
 from collections.abc import Mapping
@@ -14,8 +25,9 @@ from typing import Any
 
 from torchstarter.config import COMMON_SCHEMA, Params, validate_params
 from torchstarter.config.params import read_params_file
+from torchstarter.engine.task import Task
 from torchstarter.errors import UserError
-from torchstarter.tasks.base import Task
+from torchstarter.tasks.module_task import ModuleTask, check_task
 
 BUILTIN_TASKS = {"signs": "torchstarter.tasks.signs", "ner": "torchstarter.tasks.ner"}
 
@@ -34,10 +46,41 @@ def load_task(spec: str, base_dir: Path | None = None) -> Task:
     the project being on sys.path (the `torchstarter` console script does not add it).
     """
     if spec in BUILTIN_TASKS:
-        return Task.from_module(spec, importlib.import_module(BUILTIN_TASKS[spec]))
-    if spec.endswith(".py"):
-        return Task.from_module(spec, _import_file(spec, base_dir))
-    return Task.from_module(spec, _import_module_path(spec, base_dir))
+        module = importlib.import_module(BUILTIN_TASKS[spec])
+    elif spec.endswith(".py"):
+        module = _import_file(spec, base_dir)
+    else:
+        module = _import_module_path(spec, base_dir)
+    return task_of_module(spec, module)
+
+
+def task_of_module(spec: str, module: ModuleType) -> Task:
+    """The module's TASK, named `spec`; or the module itself adapted, for a module of
+    functions."""
+    where = f"task '{spec}' ({getattr(module, '__file__', None) or module.__name__})"
+    if hasattr(module, "TASK"):
+        if not isinstance(module.TASK, Task):
+            raise UserError(f"{where}: TASK must be an instance of a subclass of "
+                            f"torchstarter.engine.task.Task, not {type(module.TASK).__name__}")
+        task = copy.copy(module.TASK)  # the module's own object keeps its name
+        task.name = spec
+        missing = [hook for hook in ("load_split", "build_model", "loss")
+                   if not task.provides(hook)]
+        if missing:
+            raise UserError(f"{where}: {type(task).__name__} lacks {', '.join(missing)}; see "
+                            f"torchstarter.engine.task for what a task defines")
+    else:
+        task = ModuleTask(spec, module)
+    check_task(task, where)
+    return task
+
+
+def user_module_name(path: Path) -> str:
+    """The name a task file is imported under: from its path, so the same in every process."""
+    digest = hashlib.sha256(str(path).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    stem = re.sub(r"\W", "_", path.parent.name if path.name == "__init__.py" else path.stem,
+                  flags=re.ASCII)
+    return f"torchstarter_user_task_{stem}_{digest}"
 
 
 def search_folders(base_dir: Path | None) -> list[Path]:
@@ -64,7 +107,7 @@ def _import_file(spec: str, base_dir: Path | None) -> ModuleType:
                         f"give a built-in task ({', '.join(BUILTIN_TASKS)}), a module path or "
                         f"a .py file")
     path = path.resolve()
-    module_name = f"torchstarter_user_task_{abs(hash(str(path)))}"
+    module_name = user_module_name(path)
     # A package's __init__.py is imported as a package, so its relative imports
     # (`from .net import Net`) work.
     locations = [str(path.parent)] if path.name == "__init__.py" else None

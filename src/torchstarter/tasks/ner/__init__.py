@@ -1,19 +1,24 @@
 """The named-entity recognition task: a BIO tag for every token of a sentence.
 
-This module is the task interface (see torchstarter.tasks.base). Data: the Kaggle GMB
-CSV or CoNLL column files, split by `build-dataset`, vocabulary from `build-vocab`.
+TASK is the task the engine runs (a torchstarter.engine.task.Task); the module-level
+names are its parts, for a project's own task to reuse. Data: the Kaggle GMB CSV or
+CoNLL column files, split by `build-dataset`, vocabulary from `build-vocab`.
 Metrics: token accuracy over real tokens, and entity-level micro precision, recall and
 F1 in the CoNLL convention (seqeval's default mode); `best` is chosen by entity F1.
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from torchstarter.config import Field, Params
+from torchstarter.engine.task import DataInfo, Loss, Task
 from torchstarter.tasks.ner.build import (
     add_build_arguments,
     add_vocab_arguments,
@@ -58,16 +63,14 @@ METRICS = {"accuracy": token_accuracy, "precision": entity_precision,
 DEFAULT_METRIC = "f1"
 
 
-def build_model(params: Params, data_info: dict[str, Any]) -> Tagger:
-    model = Tagger(
+def build_model(params: Params, data_info: DataInfo) -> Tagger:
+    return Tagger(
         vocab_size=len(data_info["words"]), tags=data_info["tags"],
         embedding_dim=params.embedding_dim, hidden_dim=params.lstm_hidden_dim,
         bidirectional=params.bidirectional, num_layers=params.num_layers,
         dropout=params.dropout, num_chars=len(data_info["chars"]) + 2,
         char_embedding_dim=params.char_embedding_dim, char_filters=params.char_filters,
         crf=params.crf)
-    model.data_info = data_info  # predict encodes new sentences with this vocabulary
-    return model
 
 
 def demo_inputs(data_dir: Path) -> list[str]:
@@ -85,8 +88,60 @@ def write_sample_data(folder: Path) -> dict[str, str]:
     return {"file": str(folder / "ner_dataset.csv")}
 
 
+class NerTask(Task):
+    schema = SCHEMA
+    metrics = METRICS
+    default_metric = DEFAULT_METRIC
+
+    def describe_data(self, params: Params, data_dir: Path) -> DataInfo:
+        return describe_data(params, data_dir)
+
+    def load_split(self, params: Params, data_dir: Path, split: str,
+                   data_info: DataInfo | None) -> Any:
+        return load_split(params, data_dir, split, data_info)
+
+    def build_model(self, params: Params, data_info: DataInfo | None) -> Tagger:
+        return build_model(params, data_info)
+
+    def loss(self, outputs: Any, labels: torch.Tensor) -> Loss:
+        return loss_fn(outputs, labels)
+
+    def evaluation_report(self, model: torch.nn.Module, params: Params, data: Any,
+                          device: torch.device, data_info: DataInfo | None
+                          ) -> dict[str, Any]:
+        return evaluation_report(model, params, data, device, data_info)
+
+    def predict(self, model: torch.nn.Module, params: Params, inputs: list[str],
+                device: torch.device, data_info: DataInfo | None) -> list[dict[str, Any]]:
+        return predict(model, params, inputs, device, data_info)
+
+    def format_predictions(self, rows: list[dict[str, Any]]) -> str:
+        return format_predictions(rows)
+
+    def add_build_arguments(self, parser: argparse._ActionsContainer) -> None:
+        add_build_arguments(parser)
+
+    def build_dataset(self, args: argparse.Namespace) -> list[str]:
+        return build_dataset(args)
+
+    def add_vocab_arguments(self, parser: argparse._ActionsContainer) -> None:
+        add_vocab_arguments(parser)
+
+    def build_vocab(self, args: argparse.Namespace) -> list[str]:
+        return build_vocab_command(args)
+
+    def write_sample_data(self, folder: Path) -> dict[str, Any]:
+        return write_sample_data(folder)
+
+    def demo_inputs(self, data_dir: Path) -> list[str]:
+        return demo_inputs(data_dir)
+
+
+TASK = NerTask()
+
 __all__ = [
-    "DEFAULT_METRIC", "METRICS", "SCHEMA", "add_build_arguments", "add_vocab_arguments",
+    "DEFAULT_METRIC", "METRICS", "SCHEMA", "TASK", "NerTask", "add_build_arguments",
+    "add_vocab_arguments",
     "build_dataset", "build_model", "build_vocab_command", "demo_inputs", "describe_data",
     "evaluation_report", "format_predictions", "load_split", "loss_fn", "predict",
     "write_sample_data",

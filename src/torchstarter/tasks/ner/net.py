@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from torchstarter.engine.metrics import zero_when_empty
+from torchstarter.engine.task import Loss, Metric
 from torchstarter.tasks.ner.crf import CRF
 from torchstarter.tasks.ner.entities import TagScheme, entity_counts
 
@@ -21,7 +21,7 @@ class TaggerOutput:
                  scheme: TagScheme):
         self.emissions, self.mask, self.crf, self.scheme = emissions, mask, crf, scheme
         self._predictions: torch.Tensor | None = None
-        self._counts: tuple[int, torch.Tensor] | None = None
+        self._counts: tuple[torch.Tensor, torch.Tensor] | None = None  # (labels, counts)
 
     def predictions(self) -> torch.Tensor:
         """Tag ids [B, T]; Viterbi with a CRF, argmax without; -1 on padding."""
@@ -34,11 +34,12 @@ class TaggerOutput:
         return self._predictions
 
     def entity_counts(self, labels: torch.Tensor) -> torch.Tensor:
-        """(true positives, predicted entities, gold entities), computed once per batch."""
-        if self._counts is None or self._counts[0] != id(labels):
+        """(true positives, predicted entities, gold entities), computed once per batch:
+        precision, recall and F1 each ask with the same labels tensor."""
+        if self._counts is None or self._counts[0] is not labels:
             counts = entity_counts(self.predictions(), labels, self.mask,
                                    self.scheme.to(labels.device))
-            self._counts = (id(labels), counts)
+            self._counts = (labels, counts)  # holding labels: `is` cannot match another
         return self._counts[1]
 
 
@@ -109,37 +110,40 @@ class Tagger(nn.Module):
         return h.index_select(0, restore.to(x.device, non_blocking=True))
 
 
-def loss_fn(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[torch.Tensor, Any]:
+def loss_fn(outputs: TaggerOutput, labels: torch.Tensor) -> Loss:
     """Mean loss per real token, and the number of real tokens it averages."""
     tokens = outputs.mask.sum()
     if outputs.crf is not None:
         nll = outputs.crf.nll(outputs.emissions, labels, outputs.mask)
-        return nll.sum() / tokens, tokens
+        return Loss(nll.sum() / tokens, tokens)
     scores = outputs.emissions.float()
     loss = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), labels.reshape(-1),
                            ignore_index=-1)
-    return loss, tokens
+    return Loss(loss, tokens)
 
 
-def token_accuracy(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
+def _token_accuracy(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
     return ((outputs.predictions() == labels) & outputs.mask).sum(), outputs.mask.sum()
 
 
-# With no entity predicted (or expected) in a whole pass, these are 0, as seqeval says.
-@zero_when_empty
-def entity_precision(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
+def _entity_precision(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
     tp, n_pred, _ = outputs.entity_counts(labels)
     return tp, n_pred
 
 
-@zero_when_empty
-def entity_recall(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
+def _entity_recall(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
     tp, _, n_gold = outputs.entity_counts(labels)
     return tp, n_gold
 
 
-@zero_when_empty
-def entity_f1(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
+def _entity_f1(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
     """F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + gold): a ratio of sums, so exact."""
     tp, n_pred, n_gold = outputs.entity_counts(labels)
     return 2 * tp, n_pred + n_gold
+
+
+token_accuracy = Metric(_token_accuracy)
+# With no entity predicted (or expected) in a whole pass, these are 0, as seqeval says.
+entity_precision = Metric(_entity_precision, if_empty=0.0)
+entity_recall = Metric(_entity_recall, if_empty=0.0)
+entity_f1 = Metric(_entity_f1, if_empty=0.0)

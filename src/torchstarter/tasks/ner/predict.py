@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from torchstarter.config import Params
+from torchstarter.engine.task import DataInfo
 from torchstarter.errors import UserError
 from torchstarter.tasks.ner.data import MAX_WORD_CHARS, Encoder
 from torchstarter.tasks.ner.entities import spans
@@ -58,11 +59,10 @@ def _path_is(item: str, test: Callable[[Path], bool]) -> bool:
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, params: Params, inputs: list[str], device: torch.device
-            ) -> list[dict[str, Any]]:
+def predict(model: torch.nn.Module, params: Params, inputs: list[str], device: torch.device,
+            data_info: DataInfo) -> list[dict[str, Any]]:
     sentences = read_sentences(inputs)
-    info = model.data_info
-    enc = Encoder(info)
+    enc = Encoder(data_info)
     model.eval()
     rows = []
     for start in range(0, len(sentences), params.batch_size):
@@ -79,7 +79,7 @@ def predict(model: torch.nn.Module, params: Params, inputs: list[str], device: t
                  "lengths": torch.tensor([len(s) for s in chunk], device=device)}
         predicted = model(batch).predictions().cpu()
         for tokens, ids in zip(chunk, predicted, strict=True):
-            tags = [info["tags"][int(k)] for k in ids[:len(tokens)]]
+            tags = [data_info["tags"][int(k)] for k in ids[:len(tokens)]]
             entities = [{"type": kind, "text": " ".join(tokens[a:b]), "start": a, "end": b}
                         for kind, a, b in spans(tags)]
             rows.append({"tokens": tokens, "tags": tags, "entities": entities})

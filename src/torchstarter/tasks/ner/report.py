@@ -8,14 +8,15 @@ import torch
 
 from torchstarter.config import Params
 from torchstarter.engine.batching import iterate_batches
+from torchstarter.engine.task import DataInfo
 from torchstarter.tasks.ner.data import TokenData
 from torchstarter.tasks.ner.entities import per_type_report
 
 
 @torch.inference_mode()
 def evaluation_report(model: torch.nn.Module, params: Params, data: TokenData,
-                      device: torch.device) -> dict[str, Any]:
-    tags = model.data_info["tags"]
+                      device: torch.device, data_info: DataInfo) -> dict[str, Any]:
+    tags = data_info["tags"]
     data = data.to(device)
     model.eval()
     gold_seqs: list[list[str]] = []

@@ -1,15 +1,20 @@
 """The SIGNS hand-sign task: images of a hand showing 0-5 fingers, 6 classes.
 
-This module is the task interface (see torchstarter.tasks.base): params schema,
-metrics, data, network, loss, augmentation, prediction and dataset building.
+TASK is the task the engine runs (a torchstarter.engine.task.Task). The module-level
+names are its parts, for a project's own task to reuse: the schema, the metrics, the
+data, the network and its loss, augmentation, prediction and dataset building.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from torchstarter.config import Field, Params
+from torchstarter.engine.task import DataInfo, Loss, Metric, Task
 from torchstarter.tasks.signs.build import add_build_arguments, summary_lines
 from torchstarter.tasks.signs.build import build_dataset as _build
 from torchstarter.tasks.signs.data import augment, load_split
@@ -25,7 +30,7 @@ SCHEMA = {
                          default=6, min=2),
     "augmentation": Field(bool, "Random horizontal flips of training batches.", default=True),
 }
-METRICS = {"accuracy": accuracy}
+METRICS = {"accuracy": Metric(accuracy)}
 DEFAULT_METRIC = "accuracy"
 
 
@@ -43,8 +48,46 @@ def build_dataset(args: argparse.Namespace) -> list[str]:
     return summary_lines(_build(args))
 
 
+class SignsTask(Task):
+    schema = SCHEMA
+    metrics = METRICS
+    default_metric = DEFAULT_METRIC
+
+    def load_split(self, params: Params, data_dir: Path, split: str,
+                   data_info: DataInfo | None) -> Any:
+        return load_split(params, data_dir, split)
+
+    def build_model(self, params: Params, data_info: DataInfo | None) -> Net:
+        return build_model(params)
+
+    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> Loss:
+        return loss_fn(outputs, labels)
+
+    def augment(self, params: Params, inputs: torch.Tensor, generator: torch.Generator
+                ) -> torch.Tensor:
+        return augment(params, inputs, generator)
+
+    def predict(self, model: torch.nn.Module, params: Params, inputs: list[str],
+                device: torch.device, data_info: DataInfo | None) -> list[dict[str, Any]]:
+        return predict(model, params, inputs, device)
+
+    def add_build_arguments(self, parser: argparse._ActionsContainer) -> None:
+        add_build_arguments(parser)
+
+    def build_dataset(self, args: argparse.Namespace) -> list[str]:
+        return build_dataset(args)
+
+    def write_sample_data(self, folder: Path) -> dict[str, Any]:
+        return write_sample_data(folder)
+
+    def demo_inputs(self, data_dir: Path) -> list[str]:
+        return demo_inputs(data_dir)
+
+
+TASK = SignsTask()
+
 __all__ = [
-    "DEFAULT_METRIC", "METRICS", "SCHEMA", "add_build_arguments", "augment",
-    "build_dataset", "build_model", "demo_inputs", "load_split", "loss_fn", "predict",
-    "write_sample_data",
+    "DEFAULT_METRIC", "METRICS", "SCHEMA", "TASK", "SignsTask", "add_build_arguments",
+    "augment", "build_dataset", "build_model", "demo_inputs", "load_split", "loss_fn",
+    "predict", "write_sample_data",
 ]

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchstarter.engine.task import Loss
+
 
 class Net(nn.Module):
     """3 x (conv3x3 -> batchnorm -> maxpool2 -> relu), then FC -> BN -> relu -> dropout -> FC.
@@ -39,8 +41,9 @@ class Net(nn.Module):
         return self.head(self.blocks(x))
 
 
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, labels)
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> Loss:
+    """Mean cross-entropy over the batch's examples."""
+    return Loss(F.cross_entropy(logits, labels), labels.shape[0])
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:

@@ -1,7 +1,7 @@
 """The tagger, its loss and its metrics. Edit this file to change the model.
 
-The engine calls model(inputs) on each batch, then loss_fn(outputs, labels) and every
-function in METRICS with the same two arguments. Inputs are what data.py gives a batch:
+The engine calls model(inputs) on each batch, then the task's loss (loss_fn here) and
+every metric with (outputs, labels). Inputs are what data.py gives a batch:
 {"words": word ids [batch, length], "lengths": real tokens per sentence}; labels are tag
 ids [batch, length] with -1 on padding.
 
@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from torchstarter.engine.task import Loss
 from torchstarter.tasks.ner.entities import TagScheme
-from torchstarter.tasks.ner.net import (
+from torchstarter.tasks.ner.net import (  # noqa: F401 - the entity metrics, for __init__
     TaggerOutput,
     entity_f1,
     entity_precision,
@@ -59,24 +60,19 @@ class Tagger(nn.Module):
         return TaggerOutput(scores, mask, None, self.scheme)
 
 
-def loss_fn(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[torch.Tensor, Any]:
+def loss_fn(outputs: TaggerOutput, labels: torch.Tensor) -> Loss:
     """Cross-entropy over real tokens only: padded positions carry -1 and are ignored.
 
-    Returning (loss, count) tells the engine the loss is a mean over `count` tokens, so
-    the epoch loss is weighted by tokens, not by sentences.
+    The count tells the engine the loss is a mean over that many tokens, so the epoch
+    loss is weighted by tokens, not by sentences.
     """
     scores = outputs.emissions.float()
     loss = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), labels.reshape(-1),
                            ignore_index=-1)
-    return loss, outputs.mask.sum()
+    return Loss(loss, outputs.mask.sum())
 
 
 def token_accuracy(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:
     """(correct real tokens, real tokens). Flattering: most tokens are O."""
     return ((outputs.predictions() == labels) & outputs.mask).sum(), outputs.mask.sum()
 
-
-# Entity-level precision, recall and F1 (CoNLL convention) are what people report;
-# they count whole entities (type, start and end must all match).
-METRICS = {"accuracy": token_accuracy, "precision": entity_precision,
-           "recall": entity_recall, "f1": entity_f1}

@@ -1,8 +1,8 @@
 """The network, its loss and its metrics. Edit this file to change the model.
 
-The engine calls model(inputs) on each batch, then loss_fn(outputs, labels) and every
-function in METRICS with the same two arguments. Inputs are what data.py's load_split
-returns: uint8 images [batch, 3, 64, 64] here.
+The engine calls model(inputs) on each batch, then the task's loss (loss_fn here) and
+every metric with (outputs, labels). Inputs are what data.py's load_split returns:
+uint8 images [batch, 3, 64, 64] here.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from torchstarter.engine.task import Loss
 
 
 class Net(nn.Module):
@@ -44,9 +46,13 @@ class Net(nn.Module):
         return self.head(self.blocks(x))
 
 
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the batch. Any differentiable function of the batch works."""
-    return F.cross_entropy(logits, labels)
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> Loss:
+    """Mean cross-entropy over the batch, and the number of examples it averages.
+
+    Any differentiable function of the batch works. The count weighs this batch in the
+    epoch's loss: the examples here; a loss over tokens counts the tokens.
+    """
+    return Loss(F.cross_entropy(logits, labels), labels.shape[0])
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -56,7 +62,3 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
     epoch and divides once, so the epoch value is exact whatever the batch sizes.
     """
     return (logits.argmax(dim=1) == labels).sum(), labels.numel()
-
-
-# Every metric is computed on train and val each epoch and written to history.json.
-METRICS = {"accuracy": accuracy}

@@ -1,0 +1,170 @@
+"""A plain module of functions, in the tutorial's style, seen as an engine Task.
+
+The module defines, at module level:
+  SCHEMA, METRICS, DEFAULT_METRIC           the attributes schema, metrics, default_metric
+  load_split, build_model, loss_fn          required (loss_fn is Task.loss)
+  describe_data, augment, configure_optimizer, evaluation_report, predict,
+  format_predictions, add_build_arguments, build_dataset, add_vocab_arguments,
+  build_vocab_command (Task.build_vocab), write_sample_data, demo_inputs   optional
+with the signatures of torchstarter.engine.task.Task, less `self`. This adapter is the
+one place where a module's looser forms are accepted:
+  - a hook may leave out its last argument, data_info (a task without describe_data
+    has no use for it), as the tutorial's build_model(params) does;
+  - loss_fn may return the mean loss alone (it then averages the batch's examples) or
+    (loss, count);
+  - a METRICS value may be a plain function (NaN when empty) or a Metric.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from torchstarter.config import Field
+from torchstarter.engine.task import Loss, Metric, Task
+from torchstarter.errors import UserError
+
+# Module name -> Task hook, for the names that differ.
+RENAMED = {"loss_fn": "loss", "build_vocab_command": "build_vocab"}
+REQUIRED = ("SCHEMA", "METRICS", "DEFAULT_METRIC", "load_split", "build_model", "loss_fn")
+SHAPES = {  # what each required part is, for the error that names a missing one
+    "SCHEMA": "a dict of params key -> torchstarter.config.Field",
+    "METRICS": "a dict of name -> fn(outputs, labels) -> (numerator, denominator)",
+    "DEFAULT_METRIC": "the name of the metric that selects best, e.g. 'accuracy'",
+    "load_split": "def load_split(params, data_dir, split, data_info)",
+    "build_model": "def build_model(params, data_info)",
+    "loss_fn": "def loss_fn(outputs, labels)",
+}
+# Hook -> its arguments before data_info, for hooks whose last argument is data_info.
+TAKES_DATA_INFO = {"load_split": 3, "build_model": 1, "evaluation_report": 4, "predict": 4}
+OPTIONAL = ("describe_data", "augment", "configure_optimizer", "evaluation_report", "predict",
+            "format_predictions", "add_build_arguments", "build_dataset",
+            "add_vocab_arguments", "build_vocab_command", "write_sample_data", "demo_inputs")
+
+
+class ModuleTask(Task):
+    """Each hook the module defines replaces Task's default; the others keep it."""
+
+    def __init__(self, name: str, module: ModuleType):
+        self.name = name
+        self.module = module
+        where = f"task '{name}' ({getattr(module, '__file__', None) or module.__name__})"
+        missing = [part for part in REQUIRED if not hasattr(module, part)]
+        if missing:
+            shapes = "; ".join(f"{part}: {SHAPES[part]}" for part in missing)
+            raise UserError(f"{where} lacks {', '.join(missing)} ({shapes}); see "
+                            f"torchstarter.engine.task for what a task defines")
+        self.schema, self.default_metric = module.SCHEMA, module.DEFAULT_METRIC
+        metrics = module.METRICS
+        if isinstance(metrics, dict) and all(callable(f) for f in metrics.values()):
+            metrics = {k: f if isinstance(f, Metric) else Metric(f) for k, f in metrics.items()}
+        self.metrics = metrics
+        self._hooks: dict[str, Callable[..., Any]] = {}
+        for part in (*REQUIRED[3:], *OPTIONAL):
+            fn = getattr(module, part, None)
+            if fn is None:
+                continue
+            if not callable(fn):
+                raise UserError(f"{where}: {part} must be a function, not "
+                                f"{type(fn).__name__}")
+            hook = RENAMED.get(part, part)
+            self._hooks[hook] = _passing_data_info(where, part, fn) \
+                if hook in TAKES_DATA_INFO else fn
+
+    def provides(self, hook: str) -> bool:
+        return hook in self._hooks
+
+    def _call(self, hook: str, *args: Any) -> Any:
+        fn = self._hooks.get(hook)
+        return getattr(super(), hook)(*args) if fn is None else fn(*args)
+
+    # The required hooks and every optional one, each to the module's function.
+    def load_split(self, params, data_dir, split, data_info):  # type: ignore[no-untyped-def]
+        return self._hooks["load_split"](params, data_dir, split, data_info)
+
+    def build_model(self, params, data_info):  # type: ignore[no-untyped-def]
+        return self._hooks["build_model"](params, data_info)
+
+    def loss(self, outputs: Any, labels: Any) -> Loss:
+        result = self._hooks["loss"](outputs, labels)
+        if isinstance(result, tuple):
+            return Loss(*result)
+        return Loss(result, labels.shape[0] if hasattr(labels, "shape") else len(labels))
+
+    def describe_data(self, params, data_dir):  # type: ignore[no-untyped-def]
+        return self._call("describe_data", params, data_dir)
+
+    def augment(self, params, inputs, generator):  # type: ignore[no-untyped-def]
+        return self._call("augment", params, inputs, generator)
+
+    def configure_optimizer(self, params, model):  # type: ignore[no-untyped-def]
+        return self._call("configure_optimizer", params, model)
+
+    def evaluation_report(self, model, params, data, device, data_info):  # type: ignore[no-untyped-def]
+        return self._call("evaluation_report", model, params, data, device, data_info)
+
+    def predict(self, model, params, inputs, device, data_info):  # type: ignore[no-untyped-def]
+        return self._call("predict", model, params, inputs, device, data_info)
+
+    def format_predictions(self, rows):  # type: ignore[no-untyped-def]
+        return self._call("format_predictions", rows)
+
+    def add_build_arguments(self, parser):  # type: ignore[no-untyped-def]
+        return self._call("add_build_arguments", parser)
+
+    def build_dataset(self, args):  # type: ignore[no-untyped-def]
+        return self._call("build_dataset", args)
+
+    def add_vocab_arguments(self, parser):  # type: ignore[no-untyped-def]
+        return self._call("add_vocab_arguments", parser)
+
+    def build_vocab(self, args):  # type: ignore[no-untyped-def]
+        return self._call("build_vocab", args)
+
+    def write_sample_data(self, folder):  # type: ignore[no-untyped-def]
+        return self._call("write_sample_data", folder)
+
+    def demo_inputs(self, data_dir):  # type: ignore[no-untyped-def]
+        return self._call("demo_inputs", data_dir)
+
+
+def _passing_data_info(where: str, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """fn itself when it takes data_info; else fn called without its last argument."""
+    before = TAKES_DATA_INFO[RENAMED.get(part, part)]
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or C function: assume the full form
+        return fn
+    if _accepts(signature, before + 1):
+        return fn
+    if _accepts(signature, before):
+        return lambda *args: fn(*args[:-1])
+    raise UserError(f"{where}: {part}{signature} takes neither {before + 1} arguments "
+                    f"({SHAPES.get(part, 'ending in data_info')}) nor {before} (without "
+                    f"data_info)")
+
+
+def _accepts(signature: inspect.Signature, n: int) -> bool:
+    try:
+        signature.bind(*range(n))
+    except TypeError:
+        return False
+    return True
+
+
+def check_task(task: Task, where: str) -> None:
+    """Refuse a task whose parts are of the wrong kind now, not as a crash mid-training."""
+    schema, metrics = task.schema, task.metrics
+    if not isinstance(schema, dict) or not all(isinstance(f, Field) for f in schema.values()):
+        raise UserError(f"{where}: SCHEMA (schema) must be {SHAPES['SCHEMA']}")
+    if not isinstance(metrics, dict) or not all(isinstance(f, Metric) for f in metrics.values()):
+        raise UserError(f"{where}: METRICS (metrics) must be {SHAPES['METRICS']}, each "
+                        f"value a function or a torchstarter.engine.task.Metric")
+    if not isinstance(task.default_metric, str):
+        raise UserError(f"{where}: DEFAULT_METRIC (default_metric) must be "
+                        f"{SHAPES['DEFAULT_METRIC']}")
+    if task.default_metric not in task.metric_names:
+        raise UserError(f"{where}: DEFAULT_METRIC '{task.default_metric}' is not 'loss' or a "
+                        f"key of METRICS ({', '.join(task.metrics)})")
