@@ -4,13 +4,13 @@ import json
 
 from conftest import REPO
 
-from torchstarter.config.reference import params_markdown
+from torchstarter.tasks.reference import params_markdown
 from torchstarter.tasks.registry import load_experiment
 
 
 def test_params_reference_matches_the_schemas():
     assert (REPO / "docs" / "params.md").read_text() == params_markdown(), \
-        "regenerate: python -m torchstarter.config.reference > docs/params.md"
+        "regenerate: python -m torchstarter.tasks.reference > docs/params.md"
 
 
 def test_ci_runs_the_test_command_written_in_the_readme():

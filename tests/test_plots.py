@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from torchstarter.report.plots import Curve, learning_curve, overlaid_curves, search_plot
+from torchstarter.experiment.learning_curve import learning_curve
+from torchstarter.report.plots import Curve, overlaid_curves, search_plot
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -99,8 +100,9 @@ def test_plots_never_import_pyplot_and_importing_them_costs_nothing(tmp_path):
     script = (
         "import sys\n"
         "from torchstarter.report import plots\n"
+        "from torchstarter.experiment import learning_curve\n"
         "assert 'matplotlib' not in sys.modules, 'imported at module import'\n"
-        f"plots.learning_curve([{{'epoch': 1, 'train_loss': 1.0, 'val_loss': 1.2}}], "
+        f"learning_curve.learning_curve([{{'epoch': 1, 'train_loss': 1.0, 'val_loss': 1.2}}], "
         f"'accuracy', __import__('pathlib').Path({str(tmp_path / 'c.png')!r}))\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

@@ -281,7 +281,7 @@ def test_a_child_is_an_argument_list_that_continues_what_the_folder_holds(tmp_pa
     folder = tmp_path / "a folder; rm -rf x"
     folder.mkdir()
     cmd = train_command(folder, tmp_path / "data")
-    assert cmd[:4] == [sys.executable, "-m", "torchstarter.search.child", "train"]
+    assert cmd[:4] == [sys.executable, "-m", "torchstarter.cli.search_trial", "train"]
     assert str(folder) in cmd and cmd[-2:] == ["--set", "num_threads=null"]
     assert child_env(3, None)["OMP_NUM_THREADS"] == "3"
     assert child_env(1, "2")["CUDA_VISIBLE_DEVICES"] == "2"

@@ -105,6 +105,8 @@ class _TqdmHandler(logging.Handler):
 def run_logging(log_file: Path | None, console: bool = True) -> Iterator[logging.Logger]:
     """Route the 'torchstarter' logger to the console (INFO) and to log_file (DEBUG)."""
     logger = logging.getLogger("torchstarter")
+    # For the run only: the level, and no copies of its lines through the root logger.
+    before = logger.level, logger.propagate
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     handlers: list[logging.Handler] = []
@@ -125,3 +127,5 @@ def run_logging(log_file: Path | None, console: bool = True) -> Iterator[logging
         for h in handlers:
             logger.removeHandler(h)
             h.close()
+        logger.setLevel(before[0])
+        logger.propagate = before[1]

@@ -14,9 +14,9 @@ from typing import Any
 from torchstarter.config import Params
 from torchstarter.engine.trainer import EpochResult
 from torchstarter.experiment.files import LEARNING_CURVE, TENSORBOARD
+from torchstarter.experiment.learning_curve import learning_curve
 
 log = logging.getLogger("torchstarter")
-
 
 
 class EpochTrackers:
@@ -45,8 +45,6 @@ class EpochTrackers:
                 self.writer = None
         if self.plots:
             try:
-                from torchstarter.report.plots import learning_curve
-
                 learning_curve(history, self.params.metric, self.model_dir / LEARNING_CURVE,
                                title=self.model_dir.name, mode=self.params.metric_mode)
             except Exception as exc:  # noqa: BLE001 - a plot must never end a run

@@ -29,6 +29,7 @@ from torchstarter.utils.locking import FileLock, lock_holder
 CLAIM = ".search.lock"
 SAMPLING = ".search.sampling"  # in the parent: held while a process draws a new trial
 TRIAL_LOG = "search_trial.log"
+THREADS_FILE = ".search_threads"  # a new thread count for the running trial (cli/search_trial.py)
 RUN_RECORD = "run.json"
 
 

@@ -26,8 +26,8 @@ import optuna
 
 from torchstarter.experiment import files
 from torchstarter.experiment.run_record import read_run_record
-from torchstarter.search.child import THREADS_FILE
 from torchstarter.search.folders import (
+    THREADS_FILE,
     TRIAL_LOG,
     best_value,
     last_error_line,
@@ -37,6 +37,9 @@ from torchstarter.utils.atomic import atomic_open, write_json
 from torchstarter.utils.locking import FileLock
 
 STOPPED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM}
+# A trial's process: `train` with a SIGUSR1 handler that reads a new thread count from
+# THREADS_FILE in the trial folder. Named, not imported: search sits below the CLI.
+CHILD_MODULE = "torchstarter.cli.search_trial"
 
 
 @dataclass(frozen=True)
@@ -111,13 +114,13 @@ def _send(proc: subprocess.Popen, signum: int) -> None:
 
 
 def train_command(folder: Path, data_dir: Path) -> list[str]:
-    """`torchstarter train` through search.child, which lets the search add threads later.
+    """`torchstarter train` through CHILD_MODULE, which lets the search add threads later.
 
     num_threads=null keeps train from setting a count of its own (a base params value
     included): the child starts with OMP_NUM_THREADS, its share, and only the search
     changes it after that.
     """
-    return [sys.executable, "-m", "torchstarter.search.child", "train", "--model-dir",
+    return [sys.executable, "-m", CHILD_MODULE, "train", "--model-dir",
             str(folder), "--data-dir", str(data_dir), *train_resume_args(folder),
             "--set", "num_threads=null"]
 

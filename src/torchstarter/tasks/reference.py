@@ -1,6 +1,6 @@
 """The params reference in docs/params.md, generated from the schemas so it cannot drift.
 
-Regenerate with: python -m torchstarter.config.reference > docs/params.md
+Regenerate with: python -m torchstarter.tasks.reference > docs/params.md
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _table(schema: dict[str, Field]) -> list[str]:
 
 def params_markdown() -> str:
     lines = ["# params.json reference", "",
-             "Generated from the schemas in the code (`python -m torchstarter.config.reference"
+             "Generated from the schemas in the code (`python -m torchstarter.tasks.reference"
              " > docs/params.md`); a test fails when this file and the code disagree.",
              "Unknown keys, wrong types and out-of-range values stop `train` with exit code 2.",
              "", "## Engine keys (every task)", "", *_table(COMMON_SCHEMA)]

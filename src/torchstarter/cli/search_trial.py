@@ -1,4 +1,5 @@
-"""The process of one trial: `torchstarter train`, whose thread count the search can raise.
+"""The process of one search trial: `torchstarter train`, whose thread count the search
+can raise. search/runner.py starts it by module name (python -m), never by importing it.
 
 With 3 trials on 2 slots, the third runs alone once the second ends; keeping it on one
 thread would leave a core idle for a whole trial. So when a slot frees up and no trial
@@ -17,14 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-THREADS_FILE = ".search_threads"
+from torchstarter.search.folders import THREADS_FILE
 
 
 def _model_dir(argv: Sequence[str]) -> Path:
     for flag in ("--model-dir", "--model_dir"):
         if flag in argv:
             return Path(argv[list(argv).index(flag) + 1])
-    raise SystemExit("torchstarter.search.child: expected train --model-dir DIR ...")
+    raise SystemExit(f"{__name__}: expected train --model-dir DIR ...")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
