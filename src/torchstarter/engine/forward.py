@@ -7,6 +7,7 @@ the step itself has no branch on precision.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -21,10 +22,12 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast_for(device: torch.device, precision: str) -> Callable[[], AbstractContextManager]:
-    """A factory of the autocast context for `precision`; fp32 gives a disabled one."""
+    """A factory of the autocast context for `precision`; fp32 gives one that does nothing
+    (a null context: entering a disabled torch.autocast costs 2-3 us a step for nothing)."""
     dtype = AMP_DTYPES.get(precision)
-    return functools.partial(torch.autocast, device.type, dtype=dtype,
-                             enabled=dtype is not None)
+    if dtype is None:
+        return contextlib.nullcontext
+    return functools.partial(torch.autocast, device.type, dtype=dtype)
 
 
 def loss_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
