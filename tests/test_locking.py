@@ -88,3 +88,74 @@ def test_temp_files_and_folders_get_the_permissions_of_any_new_entry(tmp_path):
     assert os.stat(name).st_mode & 0o777 == 0o640
     assert folder.stat().st_mode & 0o777 == 0o750
     assert os.path.basename(name).startswith(".a.") and name.endswith(".tmp")
+
+
+def test_a_private_lock_is_not_kept_by_forked_children(tmp_path):
+    """A DataLoader worker forked by a run must not hold the run's lock after the run."""
+    path = tmp_path / "run.lock"
+    lock = FileLock(path, private=True)
+    assert lock.acquire()
+    read, write = os.pipe()
+    ready_read, ready_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: say it runs, wait until the parent has let go, then leave
+        os.close(write)
+        os.write(ready_write, b"x")
+        os.read(read, 1)
+        os._exit(0)
+    try:
+        os.close(read)
+        assert os.read(ready_read, 1) == b"x"  # the child's fork handlers have run
+        lock.release()  # the child is still alive and was forked while the lock was held
+        other = FileLock(path)
+        assert other.acquire(), "the forked child kept the lock"
+        other.release()
+    finally:
+        os.close(write)
+        os.waitpid(pid, 0)
+        os.close(ready_read)
+        os.close(ready_write)
+
+
+def test_a_shared_lock_is_kept_by_the_child_it_is_handed_to(tmp_path):
+    path = tmp_path / "claim.lock"
+    lock = FileLock(path)
+    assert lock.acquire()
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE, pass_fds=(lock.fileno(),))
+    try:
+        lock.release()
+        assert is_locked(path)  # the child holds the descriptor, so the folder stays claimed
+    finally:
+        child.stdin.close()
+        child.wait()
+    assert not is_locked(path)
+
+
+def test_a_file_system_without_flock_trains_with_a_warning(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    from torchstarter.experiment.lock import LOCK, run_lock
+
+    def refuse(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    with caplog.at_level("WARNING", logger="torchstarter"), run_lock(tmp_path):
+        pass
+    assert "file locks are not supported here" in caplog.text
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_a_failed_holder_note_still_gives_a_held_lock_that_releases(tmp_path, monkeypatch):
+    def full(fd, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "ftruncate", full)
+    lock = FileLock(tmp_path / "x.lock")
+    assert lock.acquire()
+    monkeypatch.undo()
+    assert is_locked(tmp_path / "x.lock")
+    lock.release()
+    assert not is_locked(tmp_path / "x.lock")

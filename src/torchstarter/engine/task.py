@@ -187,7 +187,8 @@ class Task:
     # ---- not hooks: what the engine and the commands derive from the above ---------------
     def provides(self, hook: str) -> bool:
         """Whether the task writes `hook` itself rather than keeping the default."""
-        return getattr(type(self), hook) is not getattr(Task, hook)
+        return hook in getattr(self, "__dict__", ()) or \
+            getattr(type(self), hook) is not getattr(Task, hook)
 
     @property
     def metric_names(self) -> tuple[str, ...]:

@@ -187,7 +187,7 @@ def run_trial(trial: optuna.Trial, folder: Path, data_dir: Path, metric: str, th
         out.write(f"==== search trial {trial.number}: {shlex.join(command)} ====\n")
         out.flush()
         # The child inherits the claim, so the folder stays claimed while either lives,
-        # and SIGUSR1 blocked, until search.child has its handler in place.
+        # and SIGUSR1 blocked, until the child (CHILD_MODULE) has its handler in place.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         try:
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,

@@ -18,7 +18,8 @@ one place where a module's looser forms are accepted:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -57,10 +58,7 @@ class ModuleTask(Task):
             raise UserError(f"{where} lacks {', '.join(missing)} ({shapes}); see "
                             f"torchstarter.engine.task for what a task defines")
         self.schema, self.default_metric = module.SCHEMA, module.DEFAULT_METRIC
-        metrics = module.METRICS
-        if isinstance(metrics, dict) and all(callable(f) for f in metrics.values()):
-            metrics = {k: f if isinstance(f, Metric) else Metric(f) for k, f in metrics.items()}
-        self.metrics = metrics
+        self.metrics = as_metrics(module.METRICS)
         self._hooks: dict[str, Callable[..., Any]] = {}
         for part in (*REQUIRED[3:], *OPTIONAL):
             fn = getattr(module, part, None)
@@ -70,8 +68,8 @@ class ModuleTask(Task):
                 raise UserError(f"{where}: {part} must be a function, not "
                                 f"{type(fn).__name__}")
             hook = RENAMED.get(part, part)
-            self._hooks[hook] = _passing_data_info(where, part, fn) \
-                if hook in TAKES_DATA_INFO else fn
+            self._hooks[hook] = fn if hook not in TAKES_DATA_INFO else \
+                _passing_data_info(where, part, fn, hasattr(module, "describe_data"))
 
     def provides(self, hook: str) -> bool:
         return hook in self._hooks
@@ -130,41 +128,62 @@ class ModuleTask(Task):
         return self._call("demo_inputs", data_dir)
 
 
-def _passing_data_info(where: str, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """fn itself when it takes data_info; else fn called without its last argument."""
+def _passing_data_info(where: str, part: str, fn: Callable[..., Any], has_describe: bool
+                       ) -> Callable[..., Any]:
+    """fn itself when it takes data_info; else fn called without its last argument.
+
+    It takes data_info when it requires that many arguments, or names the one after the
+    others `data_info`: an optional extra argument (`batch_size=64`) or a `*args`
+    wrapper gets none. A function with no signature to read gets it only when the
+    module has describe_data, as the tutorial's modules did.
+    """
     before = TAKES_DATA_INFO[RENAMED.get(part, part)]
     try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # a builtin or C function: assume the full form
-        return fn
-    if _accepts(signature, before + 1):
-        return fn
-    if _accepts(signature, before):
-        return lambda *args: fn(*args[:-1])
-    raise UserError(f"{where}: {part}{signature} takes neither {before + 1} arguments "
-                    f"({SHAPES.get(part, 'ending in data_info')}) nor {before} (without "
-                    f"data_info)")
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C function
+        return fn if has_describe else _without_last(fn)
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY,
+                                                       p.POSITIONAL_OR_KEYWORD)]
+    required = [p for p in positional if p.default is p.empty]
+    if len(required) > before + 1:
+        return _refusing(f"{where}: {part} requires {len(required)} arguments; the engine "
+                         f"gives {before} and data_info ({SHAPES.get(part, part)})")
+    named = len(positional) > before and positional[before].name == "data_info"
+    return fn if len(required) == before + 1 or named else _without_last(fn)
 
 
-def _accepts(signature: inspect.Signature, n: int) -> bool:
-    try:
-        signature.bind(*range(n))
-    except TypeError:
-        return False
-    return True
+def _without_last(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return lambda *args: fn(*args[:-1])
+
+
+def _refusing(message: str) -> Callable[..., Any]:
+    """Refuse when called: a hook training never calls must not stop training."""
+    def refuse(*args: Any) -> Any:
+        raise UserError(message)
+    return refuse
+
+
+def as_metrics(metrics: Any) -> Any:
+    """Plain metric functions as Metric objects (NaN when empty, or the function's own
+    `if_empty` attribute, which is how metrics were once marked); anything else as it is,
+    for check_task to refuse."""
+    if not isinstance(metrics, Mapping) or not all(callable(f) for f in metrics.values()):
+        return metrics
+    return {k: f if isinstance(f, Metric) else Metric(f, getattr(f, "if_empty", math.nan))
+            for k, f in metrics.items()}
 
 
 def check_task(task: Task, where: str) -> None:
     """Refuse a task whose parts are of the wrong kind now, not as a crash mid-training."""
     schema, metrics = task.schema, task.metrics
-    if not isinstance(schema, dict) or not all(isinstance(f, Field) for f in schema.values()):
-        raise UserError(f"{where}: SCHEMA (schema) must be {SHAPES['SCHEMA']}")
-    if not isinstance(metrics, dict) or not all(isinstance(f, Metric) for f in metrics.values()):
-        raise UserError(f"{where}: METRICS (metrics) must be {SHAPES['METRICS']}, each "
-                        f"value a function or a torchstarter.engine.task.Metric")
+    if not isinstance(schema, Mapping) or not all(isinstance(f, Field)
+                                                  for f in schema.values()):
+        raise UserError(f"{where}: SCHEMA must be {SHAPES['SCHEMA']}")
+    if not isinstance(metrics, Mapping) or not all(isinstance(f, Metric)
+                                                   for f in metrics.values()):
+        raise UserError(f"{where}: METRICS must be {SHAPES['METRICS']}")
     if not isinstance(task.default_metric, str):
-        raise UserError(f"{where}: DEFAULT_METRIC (default_metric) must be "
-                        f"{SHAPES['DEFAULT_METRIC']}")
+        raise UserError(f"{where}: DEFAULT_METRIC must be {SHAPES['DEFAULT_METRIC']}")
     if task.default_metric not in task.metric_names:
-        raise UserError(f"{where}: DEFAULT_METRIC '{task.default_metric}' is not 'loss' or a "
-                        f"key of METRICS ({', '.join(task.metrics)})")
+        raise UserError(f"task '{task.name}': DEFAULT_METRIC '{task.default_metric}' is not "
+                        f"'loss' or a key of METRICS ({', '.join(task.metrics)})")

@@ -27,7 +27,7 @@ from torchstarter.config import COMMON_SCHEMA, Params, validate_params
 from torchstarter.config.params import read_params_file
 from torchstarter.engine.task import Task
 from torchstarter.errors import UserError
-from torchstarter.tasks.module_task import ModuleTask, check_task
+from torchstarter.tasks.module_task import ModuleTask, as_metrics, check_task
 
 BUILTIN_TASKS = {"signs": "torchstarter.tasks.signs", "ner": "torchstarter.tasks.ner"}
 
@@ -56,21 +56,24 @@ def load_task(spec: str, base_dir: Path | None = None) -> Task:
 
 def task_of_module(spec: str, module: ModuleType) -> Task:
     """The module's TASK, named `spec`; or the module itself adapted, for a module of
-    functions."""
+    functions (a TASK that is not a Task, such as a string, is one of its names)."""
     where = f"task '{spec}' ({getattr(module, '__file__', None) or module.__name__})"
-    if hasattr(module, "TASK"):
-        if not isinstance(module.TASK, Task):
-            raise UserError(f"{where}: TASK must be an instance of a subclass of "
-                            f"torchstarter.engine.task.Task, not {type(module.TASK).__name__}")
-        task = copy.copy(module.TASK)  # the module's own object keeps its name
-        task.name = spec
-        missing = [hook for hook in ("load_split", "build_model", "loss")
-                   if not task.provides(hook)]
-        if missing:
-            raise UserError(f"{where}: {type(task).__name__} lacks {', '.join(missing)}; see "
-                            f"torchstarter.engine.task for what a task defines")
-    else:
-        task = ModuleTask(spec, module)
+    declared = getattr(module, "TASK", None)
+    if isinstance(declared, type) and issubclass(declared, Task):
+        raise UserError(f"{where}: TASK is the class {declared.__name__}; make it an "
+                        f"instance: TASK = {declared.__name__}()")
+    if not isinstance(declared, Task):
+        task: Task = ModuleTask(spec, module)
+        check_task(task, where)
+        return task
+    task = copy.copy(declared)  # the module's own object keeps its name
+    object.__setattr__(task, "name", spec)  # works for a frozen dataclass too
+    missing = [hook for hook in ("load_split", "build_model", "loss")
+               if not task.provides(hook)]
+    if missing:
+        raise UserError(f"{where}: {type(task).__name__} lacks {', '.join(missing)}; see "
+                        f"torchstarter.engine.task for what a task defines")
+    object.__setattr__(task, "metrics", as_metrics(task.metrics))
     check_task(task, where)
     return task
 

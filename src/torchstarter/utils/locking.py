@@ -10,6 +10,7 @@ messages: who holds a lock is decided by the kernel, never by reading the file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import socket
@@ -27,11 +28,14 @@ class FileLock:
     process that locked the file in the meantime finds its name gone or pointing to a new
     file and tries again, so two processes never hold locks on two different files.
     Leave it off when the descriptor is handed to a child that may outlive the holder.
+    A `private` lock is not kept by forked children (DataLoader workers): once this
+    process dies, its lock is free at once, whatever its workers are still doing.
     """
 
-    def __init__(self, path: Path, remove_on_release: bool = False):
+    def __init__(self, path: Path, remove_on_release: bool = False, private: bool = False):
         self.path = Path(path)
         self.remove_on_release = remove_on_release
+        self.private = private
         self._fd: int | None = None
 
     @property
@@ -45,26 +49,39 @@ class FileLock:
 
     def acquire(self, wait: float | None = 0.0) -> bool:
         """Take the lock; False when another process still holds it after `wait` seconds
-        (None waits as long as it takes). The holder is then written into the file."""
+        (None waits as long as it takes). The holder is then written into the file.
+
+        Raises LockUnsupported where the file system has no flock (some network mounts).
+        """
         deadline = None if wait is None else time.monotonic() + wait
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait is None else fcntl.LOCK_NB))
+                mine = _same_file(fd, self.path)
             except BlockingIOError:
                 os.close(fd)
                 if deadline is not None and time.monotonic() >= deadline:
                     return False
                 time.sleep(_POLL_SECONDS)
                 continue
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in _NO_FLOCK:
+                    raise LockUnsupported(self.path, exc) from exc
+                raise
             except BaseException:
                 os.close(fd)
                 raise
-            if _same_file(fd, self.path):
-                self._fd = fd
+            if not mine:
+                os.close(fd)  # the holder before us removed this file: lock the new one
+                continue
+            self._fd = fd
+            if self.private:
+                _keep_from_forks(fd)
+            with contextlib.suppress(OSError):  # who holds it is for messages only
                 self.note_holder(os.getpid())
-                return True
-            os.close(fd)  # the holder before us removed this file: lock the new one
+            return True
 
     def note_holder(self, pid: int) -> None:
         """Record who holds the lock (a child the descriptor was handed to, say)."""
@@ -76,10 +93,12 @@ class FileLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        _PRIVATE.discard(fd)
         try:
             if self.remove_on_release and _same_file(fd, self.path):
-                with contextlib.suppress(OSError):
-                    self.path.unlink()
+                self.path.unlink()
+        except OSError:
+            pass  # a file left behind is harmless: it is the flock that locks
         finally:
             os.close(fd)  # closing drops the lock (a child given the fd keeps it)
 
@@ -89,6 +108,35 @@ class FileLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class LockUnsupported(OSError):
+    """The file system refuses flock (some network and FUSE mounts)."""
+
+    def __init__(self, path: Path, cause: OSError):
+        super().__init__(cause.errno, f"file locks are not supported here ({cause.strerror})",
+                         str(path))
+
+
+_NO_FLOCK = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
+_PRIVATE: set[int] = set()  # descriptors of private locks held by this process
+_fork_hook = False
+
+
+def _keep_from_forks(fd: int) -> None:
+    """Close `fd` in every child forked from now on (the parent's lock stays held)."""
+    global _fork_hook
+    _PRIVATE.add(fd)
+    if not _fork_hook:
+        os.register_at_fork(after_in_child=_close_private)
+        _fork_hook = True
+
+
+def _close_private() -> None:
+    for fd in list(_PRIVATE):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _PRIVATE.clear()
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -139,8 +139,10 @@ class NerTask(Task):
 
 TASK = NerTask()
 
+# The parts, for `from ... import *` in a module-of-functions task; TASK stays out,
+# or it would become that module's task instead of the module's own functions.
 __all__ = [
-    "DEFAULT_METRIC", "METRICS", "SCHEMA", "TASK", "NerTask", "add_build_arguments",
+    "DEFAULT_METRIC", "METRICS", "SCHEMA", "add_build_arguments",
     "add_vocab_arguments",
     "build_dataset", "build_model", "build_vocab_command", "demo_inputs", "describe_data",
     "evaluation_report", "format_predictions", "load_split", "loss_fn", "predict",

@@ -86,8 +86,10 @@ class SignsTask(Task):
 
 TASK = SignsTask()
 
+# The parts, for `from ... import *` in a module-of-functions task; TASK stays out,
+# or it would become that module's task instead of the module's own functions.
 __all__ = [
-    "DEFAULT_METRIC", "METRICS", "SCHEMA", "TASK", "SignsTask", "add_build_arguments",
+    "DEFAULT_METRIC", "METRICS", "SCHEMA", "add_build_arguments",
     "augment", "build_dataset", "build_model", "demo_inputs", "load_split", "loss_fn",
     "predict", "write_sample_data",
 ]
