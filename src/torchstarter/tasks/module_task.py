@@ -70,13 +70,16 @@ class ModuleTask(Task):
             hook = RENAMED.get(part, part)
             self._hooks[hook] = fn if hook not in TAKES_DATA_INFO else \
                 _passing_data_info(where, part, fn, hasattr(module, "describe_data"))
+        self._own = frozenset(self._hooks)
+        for part in OPTIONAL:  # the rest keep Task's default, bound once (augment runs per step)
+            hook = RENAMED.get(part, part)
+            self._hooks.setdefault(hook, getattr(Task, hook).__get__(self))
 
     def provides(self, hook: str) -> bool:
-        return hook in self._hooks
+        return hook in self._own
 
     def _call(self, hook: str, *args: Any) -> Any:
-        fn = self._hooks.get(hook)
-        return getattr(super(), hook)(*args) if fn is None else fn(*args)
+        return self._hooks[hook](*args)
 
     # The required hooks and every optional one, each to the module's function.
     def load_split(self, params, data_dir, split, data_info):  # type: ignore[no-untyped-def]

@@ -15,7 +15,6 @@ import fcntl
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 _POLL_SECONDS = 0.02
@@ -37,10 +36,6 @@ class FileLock:
         self.remove_on_release = remove_on_release
         self.private = private
         self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
 
     def fileno(self) -> int:
         if self._fd is None:
@@ -176,10 +171,3 @@ def is_locked(path: Path) -> bool:
     finally:
         os.close(fd)  # also drops the shared lock if it was taken
     return False
-
-
-@contextlib.contextmanager
-def held(path: Path) -> Iterator[FileLock]:
-    """Hold the lock on `path` for a block, waiting for it as long as it takes."""
-    with FileLock(path) as lock:
-        yield lock
