@@ -13,40 +13,75 @@ from torchstarter.utils.atomic import disk_errors_as_user_errors, new_temp_folde
 T = TypeVar("T")
 
 
-def replace_folder(out: Path, fill: Callable[[Path], T], overwrite: bool = False) -> T:
+def replace_folder(out: Path, fill: Callable[[Path], T], overwrite: bool = False,
+                   mark: str | None = None) -> T:
     """Let `fill` write into a temp folder beside `out`, then move it into place.
 
-    An existing non-empty `out` is kept unless `overwrite`; even then it is only removed
-    after the new folder is complete, so an error midway leaves the old one intact.
+    An existing non-empty `out` is kept unless `overwrite`; even then it is replaced only
+    when it holds `mark` (the file that only this command writes, e.g. build_report.json),
+    so that --overwrite never deletes a folder some other command made, and only after the
+    new folder is complete, so that an error midway leaves the old one intact.
     """
     out = Path(out)
     with disk_errors_as_user_errors(out):
-        return _replace_folder(out, fill, overwrite)
+        return _replace_folder(out, fill, overwrite, mark)
 
 
-def _replace_folder(out: Path, fill: Callable[[Path], T], overwrite: bool) -> T:
+def _replace_folder(given: Path, fill: Callable[[Path], T], overwrite: bool,
+                    mark: str | None) -> T:
+    out = given.resolve()  # '.', './', 'a/..' and a link to a folder get a real name
     if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder; pick another --output-dir")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out}: folder exists and is not empty; pass --overwrite to replace "
+        raise UserError(f"{given}: exists and is not a folder; pick another --output-dir")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not overwrite:
+        raise UserError(f"{given}: folder exists and is not empty; pass --overwrite to replace "
                         f"it or pick another --output-dir")
+    if held and mark is not None and not (out / mark).is_file():
+        shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+        raise UserError(f"{given}: holds {shown} but no {mark}, so this command did not make "
+                        f"it; --overwrite replaces only its own output: pick another "
+                        f"--output-dir, or empty the folder yourself")
+    cwd = Path.cwd().resolve()
+    if held and (out == cwd or out in cwd.parents):
+        raise UserError(f"{given}: is the folder you are in (or holds it); --overwrite would "
+                        f"replace it under you: run the command from outside it")
+    if out.parent == out:
+        raise UserError(f"{given}: is the root folder; pick another --output-dir")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = new_temp_folder(out.parent, f".{out.name}.")
+    tmp = new_temp_folder(out.parent, f".{out.name}.", ".new")
     try:
         result = fill(tmp)
+        if held:
+            _swap(tmp, out)
+        elif out.is_dir():  # an empty folder, maybe the one the user is in: keep it
+            _move_children(tmp, out, last=mark)
+        else:
+            tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
     return result
+
+
+def _swap(new: Path, out: Path) -> None:
+    """Put `new` in the place of `out`; the old folder goes only once the new one is there."""
+    old = new_temp_folder(out.parent, f".{out.name}.", ".old")
+    out.rename(old)  # onto an empty folder of a fresh name: never replaces anything else
+    try:
+        new.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _move_children(new: Path, out: Path, last: str | None) -> None:
+    """Move what `new` holds into the empty folder `out`, the mark file last, so that a
+    crash midway leaves a folder without it (which --overwrite may replace)."""
+    entries = sorted(new.iterdir(), key=lambda p: p.name == last)
+    for entry in entries:
+        entry.rename(out / entry.name)
+    new.rmdir()
 
 
 def check_apart(out: Path, source: Path, what: str, may_lie_inside: bool = False) -> None:

@@ -24,6 +24,7 @@ from torchstarter.tasks.ner.corpus import (
     read_split,
     write_split,
 )
+from torchstarter.tasks.ner.entities import first_non_bio
 from torchstarter.tasks.ner.vocab import TAGS_FILE, Vocab, build_vocab, tag_sort_key
 from torchstarter.utils.atomic import write_json
 from torchstarter.utils.folders import check_apart, replace_folder
@@ -105,6 +106,10 @@ def build_dataset(args: argparse.Namespace) -> list[str]:
         check_apart(out, raw, "the raw data in --data-dir", may_lie_inside=True)
     fmt = detect_format(corpus) if args.format == "auto" else args.format
     sentences = read_corpus(corpus, fmt, args.encoding)
+    bad = first_non_bio([tags for _, tags in sentences])
+    if bad is not None:
+        raise UserError(f"{corpus}: sentence {bad[0] + 1} has tag {bad[1]!r}, which is not BIO "
+                        f"(O, B-<type> or I-<type>); convert the corpus tags to BIO first")
     splits = plan_split(sentences, args.train_fraction, args.val_fraction, args.seed,
                         args.keep_order)
     tag_counts = {name: Counter(t for _, tags in part for t in tags)
@@ -126,7 +131,7 @@ def build_dataset(args: argparse.Namespace) -> list[str]:
             "tokens_with_whitespace_replaced": changed,
         })
 
-    replace_folder(out, write, overwrite=args.overwrite)
+    replace_folder(out, write, overwrite=args.overwrite, mark="build_report.json")
 
     order = "file order" if args.keep_order else f"shuffled with seed {args.seed}"
     lines = [f"format: {fmt} ({corpus}); {len(sentences)} sentences, {order}"]

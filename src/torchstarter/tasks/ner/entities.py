@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["TagScheme", "entity_counts", "per_type_report", "prf", "spans"]
+__all__ = ["TagScheme", "entity_counts", "first_non_bio", "per_type_report", "prf", "spans"]
 
 OUTSIDE = "O"
 
@@ -28,6 +28,17 @@ def _parse_tag(tag: str) -> tuple[str, str]:
     if isinstance(tag, str) and len(tag) > 2 and tag[:2] in ("B-", "I-"):
         return tag[0], tag[2:]
     raise ValueError(f"tag {tag!r} is not BIO: expected 'O', 'B-<type>' or 'I-<type>'")
+
+
+def first_non_bio(tag_lists: Sequence[Sequence[str]]) -> tuple[int, str] | None:
+    """(index of the list, tag) of the first tag that is not O, B-X or I-X, else None."""
+    for i, tags in enumerate(tag_lists):
+        for tag in tags:
+            try:
+                _parse_tag(tag)
+            except ValueError:
+                return i, tag
+    return None
 
 
 def spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:

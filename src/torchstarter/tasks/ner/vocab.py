@@ -13,6 +13,7 @@ from typing import Any
 
 from torchstarter.errors import UserError
 from torchstarter.tasks.ner.corpus import read_split
+from torchstarter.tasks.ner.entities import first_non_bio
 from torchstarter.utils.atomic import atomic_write, write_json
 
 PAD_WORD = "<pad>"
@@ -46,6 +47,12 @@ def build_vocab(data_dir: Path, min_count: int = 1, lowercase: bool = False,
     if min_count < 1:
         raise UserError(f"--min-count {min_count}: must be at least 1")
     splits = {name: read_split(data_dir / name) for name in SPLITS}
+    for name, sentences in splits.items():
+        bad = first_non_bio([tags for _, tags in sentences])
+        if bad is not None:
+            raise UserError(f"{data_dir / name / 'labels.txt'}:{bad[0] + 1}: tag {bad[1]!r} is "
+                            f"not BIO (O, B-<type> or I-<type>); the NER task reads BIO tags: "
+                            f"convert the corpus and rebuild the splits")
     word_sources = SPLITS if include_eval_splits else ("train",)
     counts: Counter[str] = Counter()
     for name in word_sources:
@@ -53,6 +60,10 @@ def build_vocab(data_dir: Path, min_count: int = 1, lowercase: bool = False,
             counts.update(t.lower() for t in tokens) if lowercase else counts.update(tokens)
     kept = sorted((w for w, c in counts.items() if c >= min_count and w not in
                    (PAD_WORD, UNK_WORD)), key=lambda w: (-counts[w], w))
+    if counts and not kept:
+        raise UserError(f"--min-count {min_count}: no word of {'+'.join(word_sources)} occurs "
+                        f"that often (the most frequent, {counts.most_common(1)[0][0]!r}, "
+                        f"{counts.most_common(1)[0][1]} times); lower it")
     words = [PAD_WORD, UNK_WORD, *kept]
     tags = sorted({t for sentences in splits.values() for _, ts in sentences for t in ts},
                   key=tag_sort_key)
@@ -98,9 +109,12 @@ class Vocab:
         except FileNotFoundError:
             raise UserError(f"{params_file}: missing; run torchstarter build-vocab on "
                             f"{data_dir} first") from None
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise UserError(f"{params_file}: not valid JSON ({exc}); rebuild it with "
-                            f"torchstarter build-vocab") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise UserError(f"{params_file}: not valid JSON ({type(exc).__name__}); rebuild "
+                            f"it with torchstarter build-vocab") from None
+        except OSError as exc:
+            raise UserError(f"{params_file}: cannot read it ({exc.strerror}); rebuild it "
+                            f"with torchstarter build-vocab") from None
         lowercase = params.get("lowercase", False) if isinstance(params, dict) else False
         if not isinstance(lowercase, bool):
             raise UserError(f"{params_file}: 'lowercase' must be true or false; rebuild it "
