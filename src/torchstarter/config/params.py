@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 from torchstarter.config.schema import Field
 from torchstarter.errors import UserError
+from torchstarter.utils.jsonfile import check_depth
 
 
 class Params(Mapping[str, Any]):
@@ -51,13 +53,25 @@ class Params(Mapping[str, Any]):
 def read_params_file(path: Path) -> dict[str, Any]:
     """Parse a params.json into a dict, with errors that point at the line and column."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a file; params must be a JSON file (see "
+                        f"experiments/ for examples)")
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"{path}: a link to {os.readlink(path)}, which does not exist; fix the "
+                        f"link or put the file in its place")
+    if not path.exists():
         raise UserError(f"{path}: params file not found; create it (see experiments/ for examples)")
+    if not path.is_file():
+        raise UserError(f"{path}: not a regular file; params must be a JSON file")
     try:
         # utf-8-sig: editors such as Notepad start UTF-8 files with a byte-order mark.
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8 JSON") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror}); make it readable "
+                        f"(chmod u+r)") from None
+    check_depth(text, str(path))
     try:
         raw = _StrictDecoder(text).decode(text)
     except json.JSONDecodeError as exc:
@@ -136,11 +150,17 @@ _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     """Turn ["lr=0.1", "optimizer=sgd"] into a dict; values are JSON when they parse as JSON."""
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip()
         if not sep or not key:
             raise UserError(f"--set {pair!r}: expected key=value, e.g. --set learning_rate=0.01")
+        if key in out:
+            raise UserError(f"--set {key}: given twice ({key}={given[key]} and {pair}); keep "
+                            f"one")
+        given[key] = text
+        check_depth(text, f"--set {key}")
         try:
             out[key] = json.loads(text)
         except json.JSONDecodeError:

@@ -51,7 +51,7 @@ def _program() -> str:
 def read_run_record(model_dir: Path) -> dict[str, Any] | None:
     try:
         record = json.loads((Path(model_dir) / RUN_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return record if isinstance(record, dict) else None
 

@@ -211,6 +211,9 @@ def _read_json(path: Path, exp: Experiment, kind: type) -> Any:
         exp.notes.append(f"{where}: malformed JSON at line {exc.lineno} column {exc.colno}; "
                          f"its cells are blank")
         return None
+    except RecursionError:
+        exp.notes.append(f"{where}: JSON nested too deep to read; its cells are blank")
+        return None
     if not isinstance(value, kind):
         expected = "an object" if kind is dict else "a list"
         exp.notes.append(f"{where}: expected {expected}, found {type(value).__name__}; "

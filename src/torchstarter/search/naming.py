@@ -36,7 +36,7 @@ def _value_text(value: Any) -> tuple[str, bool]:
     text = str(value)
     try:
         reads_as = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         reads_as = text
     plain = (isinstance(reads_as, str) and bool(_PLAIN_STRING.fullmatch(text))
              and ".." not in text)

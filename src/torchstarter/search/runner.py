@@ -153,7 +153,7 @@ class EpochReporter:
         self._seen = (stat.st_mtime, stat.st_size)
         try:
             history = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return False  # a run that started over; read it on the next poll
         if not isinstance(history, list):
             return False

@@ -250,7 +250,7 @@ def _flag_value(text: str) -> Scalar:
     text = text.strip()
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return text
     return value if value is None or isinstance(value, (bool, int, float, str)) else text
 

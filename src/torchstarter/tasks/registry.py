@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
+import json
 import re
 import sys
 import traceback
@@ -204,9 +205,12 @@ def resolve_params(raw: Mapping[str, Any], source: str, base_dir: Path | None = 
                    ) -> tuple[Task, Params]:
     """Validate raw params for the task they name; fill metric and metric_mode defaults."""
     spec = raw.get("task")
-    if not isinstance(spec, str) or not spec:
+    if "task" not in raw:
         raise UserError(f"{source}: missing required key 'task' (a built-in task such as "
                         f"'signs', or your own task module)")
+    if not isinstance(spec, str) or not spec.strip():
+        raise UserError(f"{source}: key 'task': expected a task name in quotes, e.g. \"signs\", "
+                        f"or your own task module, got {json.dumps(spec)}")
     task = load_task(spec, base_dir)
     params = validate_params(raw, full_schema(task), source)
     metric = params.metric or task.default_metric
