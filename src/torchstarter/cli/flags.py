@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, NoReturn
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose mistakes end like every other mistake: one line, exit 2.
+
+    argparse prints the whole usage block first; the line names the command's --help
+    instead. Subparsers are made of the same class, so every subcommand behaves alike.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
 
 
 def flag(parser: argparse.ArgumentParser, name: str, **kwargs: Any) -> None:

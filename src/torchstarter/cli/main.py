@@ -18,7 +18,7 @@ from tabulate import tabulate
 
 from torchstarter import __version__
 from torchstarter.cli import new_project, search, synthesize
-from torchstarter.cli.flags import flag, restore_flag, set_flag
+from torchstarter.cli.flags import OneLineParser, flag, restore_flag, set_flag
 from torchstarter.engine.interrupt import StopRequested
 from torchstarter.errors import UserError
 
@@ -39,7 +39,7 @@ def _task_in(argv: Sequence[str], default: str) -> str:
 def build_parser(build_task: str | None = None, vocab_task: str | None = None
                  ) -> argparse.ArgumentParser:
     """The full parser; the task arguments add that task's build-dataset/-vocab flags."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="torchstarter",
         description="Build datasets, train, evaluate and predict with one shared engine.")
     parser.add_argument("--version", action="version", version=f"torchstarter {__version__}")
@@ -132,7 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         build_task = _task_in(argv, "signs") if "build-dataset" in argv else None
         vocab_task = _task_in(argv, "ner") if "build-vocab" in argv else None
-        args = build_parser(build_task, vocab_task).parse_args(argv)
+        try:
+            args = build_parser(build_task, vocab_task).parse_args(argv)
+        except SystemExit as exc:  # --help, --version, or the one line of a flag mistake
+            return exc.code if isinstance(exc.code, int) else 2
         if args.command in PLUGGED_COMMANDS:
             return PLUGGED_COMMANDS[args.command].run(args)
         return COMMANDS[args.command](args)
@@ -188,7 +191,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())
 
     scalars: dict[str, Any] = {}
+    weights = metrics.get("weights", {})
     for key, value in metrics.items():
+        if key == "weights":
+            continue
         if isinstance(value, dict) and not is_table(value):  # e.g. partial_epoch
             scalars.update({f"{key}.{k}": v for k, v in value.items()})
         elif not is_table(value):
@@ -199,6 +205,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"\n{key}:")
             print(tabulate([{"": name, **row} for name, row in table.items()], headers="keys",
                            floatfmt=".4f"))
+    if not weights.get("own", True):
+        print(f"weights from {weights['file']} (sha256 {weights['sha256'][:12]}), not this "
+              f"experiment's own checkpoint: written under a name of their own")
     print(f"wrote {path}")
     return 0
 

@@ -6,6 +6,7 @@ function of (model, data, task).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -64,7 +65,7 @@ def _check_same_task(model_dir: Path, path: Path, task: Any) -> None:
     """A checkpoint given by path must belong to this model dir's task."""
     try:
         own = json.loads((Path(model_dir) / files.PARAMS).read_text(encoding="utf-8-sig"))["task"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):
         return  # no readable params.json: the checkpoint's own params are all there is
     if own != task:
         raise UserError(f"{path}: a checkpoint of task '{task}', but "
@@ -87,9 +88,23 @@ def evaluate(model_dir: Path, data_dir: Path, split: str = "test", restore: str 
     metrics.update({"examples": len(data),
                     **evaluation.evaluate(model, data, task, params, device)})
     metrics.update(task.evaluation_report(model, params, data, device, trained.data_info))
-    out = Path(model_dir) / files.metrics_file(split, restore)
+    own = files.own_checkpoint(model_dir, restore)
+    path = files.checkpoint_path(model_dir, restore)
+    digest = file_sha256(path)
+    metrics["weights"] = {"file": str(path.resolve()), "sha256": digest,
+                          "own": own is not None}
+    out = Path(model_dir) / files.metrics_file(split, own or restore, digest)
     write_json(out, metrics)
     return metrics, out
+
+
+def file_sha256(path: Path) -> str:
+    """Names the weights a metrics file came from, whatever the checkpoint is called."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def predict(model_dir: Path, inputs: list[str], restore: str = "best"

@@ -34,8 +34,31 @@ RUN_OUTPUTS = (LOG, HISTORY, RESOLVED_PARAMS, VAL_BEST, VAL_LAST, *CHECKPOINTS.v
                RUN_RECORD, TENSORBOARD, LEARNING_CURVE)
 
 
-def metrics_file(split: str, restore: str) -> str:
-    return f"metrics_{split}_{Path(restore).stem if restore not in CHECKPOINTS else restore}.json"
+def own_checkpoint(model_dir: Path, restore: str) -> str | None:
+    """'best' or 'last' when `restore` names one of this model dir's own checkpoints (by
+    keyword or by any path to the same file), else None: the weights come from elsewhere."""
+    if restore in CHECKPOINTS:
+        return restore
+    given = Path(restore)
+    own = {name: Path(model_dir) / file for name, file in CHECKPOINTS.items()}
+    with contextlib.suppress(OSError):
+        for name, path in own.items():  # by name first: best.pt may be a link to last.pt
+            if given.resolve() == path.resolve():
+                return name
+        for name, path in own.items():
+            if path.exists() and given.samefile(path):
+                return name
+    return None
+
+
+def metrics_file(split: str, restore: str, digest: str | None = None) -> str:
+    """metrics_<split>_best.json for the experiment's own checkpoints; weights from another
+    file get a name of their own (its stem and the start of its sha256), so that they can
+    never replace a result that train or evaluate wrote for this experiment."""
+    if restore in CHECKPOINTS:
+        return f"metrics_{split}_{restore}.json"
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in Path(restore).stem)[:40]
+    return f"metrics_{split}_from_{stem}_{(digest or '0' * 8)[:8]}.json"
 
 
 def checkpoint_path(model_dir: Path, restore: str) -> Path:

@@ -129,6 +129,9 @@ class TrainingRun:
     def check_restore(self) -> None:
         """Refuse a fresh run over an earlier one; read and check the checkpoint to continue."""
         model_dir, restore = self.model_dir, self.restore
+        if restore is not None and self.overwrite:
+            raise UserError(f"--restore {restore} and --overwrite: pass one of them: --restore "
+                            f"continues the run in {model_dir}, --overwrite starts over")
         self.previous = files.existing_outputs(model_dir) if self.main else []
         # A run that stopped before its first checkpoint left only a log: nothing to
         # continue, so a fresh run moves those files aside (never deletes them).
@@ -141,6 +144,12 @@ class TrainingRun:
         if restore is None:
             return
         path = files.checkpoint_path(model_dir, restore)
+        others = [name for name in files.CHECKPOINTS if name != restore
+                  and files.checkpoint_path(model_dir, name).exists()]
+        if restore in files.CHECKPOINTS and not path.exists() and others:
+            raise UserError(f"{path}: not found (the run stopped before writing it), but "
+                            f"{files.CHECKPOINTS[others[0]]} is there; pass --restore "
+                            f"{others[0]} to continue from it")
         if restore in files.CHECKPOINTS and not path.exists() and self.previous:
             raise UserError(f"{path}: not found: the earlier run stopped before its first "
                             f"checkpoint; train without --restore (its files move to "
@@ -263,6 +272,10 @@ class TrainingRun:
                  self.data_dir, len(self.data["train"]), len(self.data["val"]), self.device,
                  torch.get_num_threads(), f"; {dist.world_size} processes (DDP), global "
                  f"batch {params.batch_size}" if dist.enabled else "")
+        if params.compile != "none":
+            log.info("compile %s: torch.compile traces and builds the model during the first "
+                     "steps, which may take a minute or more before the progress bar moves",
+                     params.compile)
         if self.main:
             write_json(self.model_dir / files.RESOLVED_PARAMS, params.to_dict())
 

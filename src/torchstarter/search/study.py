@@ -62,9 +62,33 @@ def open_storage(parent: Path, storage: str | None) -> tuple[BaseStorage, str]:
     if not path.parent.is_dir():
         raise UserError(f"--storage {path}: folder {path.parent} does not exist; create it or "
                         f"give another path")
+    if path.is_dir():
+        raise UserError(f"--storage {path}: is a folder; give the journal file's path, e.g. "
+                        f"{path / DEFAULT_STORAGE}, or a database URL")
+    if path.exists() and not _looks_like_journal(path):
+        raise UserError(f"--storage {path}: not an Optuna journal file (its first line is not "
+                        f"an Optuna record); give a new file's path or the journal of a search")
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     return JournalStorage(JournalFileBackend(str(path))), str(path)
+
+
+def _looks_like_journal(path: Path) -> bool:
+    """An empty file, or one whose first line is a record of Optuna's journal (a JSON object
+    with an op_code): appending to anything else would damage a file of the user's."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(1 << 20)
+    except OSError as exc:
+        raise UserError(f"--storage {path}: cannot read it ({exc.strerror}); give a readable "
+                        f"journal file") from None
+    if not first.strip():
+        return True
+    try:
+        record = json.loads(first)
+    except (ValueError, RecursionError):  # ValueError includes bytes that are not UTF-8
+        return False
+    return isinstance(record, dict) and "op_code" in record
 
 
 def make_sampler(spec: SearchSpec, trials_so_far: int = 0) -> BaseSampler:
