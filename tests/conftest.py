@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,14 @@ TINY = {"task": "signs", "learning_rate": 1e-3, "batch_size": 32, "num_epochs": 
 
 def build_args(raw: Path, out: Path, **options) -> argparse.Namespace:
     return load_task("signs").build_options(raw, out, **options)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background (a script, nohup, CI) inherits SIGINT ignored, and
+    so would every process it starts. The tests prove what Ctrl-C does, so the suite
+    restores Python's default; tests/test_graceful_stop.py proves the ignored case apart."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -96,6 +96,42 @@ def test_second_ctrl_c_raises_at_once():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_signal_ignored_before_the_run_stays_ignored():
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with GracefulStop() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert not stop
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_train_started_with_sigint_ignored_keeps_training_on_sigint_and_stops_on_sigterm(
+        make_experiment, sample_data):
+    model_dir = make_experiment(num_epochs=200)
+    proc = subprocess.Popen([sys.executable, "-m", "torchstarter", "train", "--model-dir",
+                             str(model_dir), "--data-dir", str(sample_data)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 120
+    while not (model_dir / "history.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    epochs = len(json.loads((model_dir / "history.json").read_text()))
+    proc.send_signal(signal.SIGINT)
+    while len(json.loads((model_dir / "history.json").read_text())) < epochs + 2 \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None  # still training two epochs after the SIGINT
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "SIGINT" not in err and "SIGTERM" in err
+
+
 def test_sigterm_to_a_real_training_process_saves_and_exits_143(make_experiment, sample_data):
     model_dir = make_experiment(num_epochs=200)
     proc = subprocess.Popen([sys.executable, "-m", "torchstarter", "train", "--model-dir",

@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       f"threads\n".encode())
 
     signal.signal(signal.SIGUSR1, apply_threads)
+    # The search stops its trials with SIGINT. A search started in the background ignores
+    # SIGINT itself, and its children inherit that; a trial obeys its search regardless.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
 
     # run.json records the command as `python -m torchstarter train ...`, which is what runs.

@@ -2,6 +2,9 @@
 
 The first SIGINT/SIGTERM only sets a flag that the training loop reads after each
 step; a second SIGINT raises KeyboardInterrupt at once, for a user who cannot wait.
+A signal that was ignored when the run started (a job started in the background by a
+shell, or under nohup, ignores SIGINT) stays ignored: whoever started the run asked
+for that, and Ctrl-C in the terminal must not reach a job running behind it.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ class GracefulStop:
     def __enter__(self) -> GracefulStop:
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

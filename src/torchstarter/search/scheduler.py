@@ -360,7 +360,8 @@ class Search:
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, self._on_signal)
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored stays ignored
+                    previous[sig] = signal.signal(sig, self._on_signal)
         try:
             for thread in workers:
                 thread.start()
