@@ -9,6 +9,7 @@ checked against each other, so neither can change alone.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import shutil
@@ -660,6 +661,164 @@ def _(w: World, tmp: Path) -> Scenario:
     # checkpoint (same bytes); the checkpoints themselves must stay as epoch 1 left them
     return Scenario(resume(run, data), "last.pt", "loss is nan at epoch 2",
                     [run / "last.pt", run / "best.pt"])
+
+
+# ------------------------------------------- issue 17: paths, results, odd inputs
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@case("overwrite-not-a-dataset", "build-dataset")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.signs_run, tmp / "run")  # a trained experiment, not a built dataset
+    return Scenario(rebuild(w.signs_raw, run), f"{run}: holds",
+                    "but no build_report.json, so this command did not make it", [run])
+
+
+@case("output-dir-holds-you", "build-dataset")
+def _(w: World, tmp: Path) -> Scenario:
+    data = copy(w.signs_data, tmp / "data")
+    inner = data / "train_signs"
+    here = Path.cwd()
+    os.chdir(inner)  # --output-dir .. from inside the folder to replace
+    _CHDIR_BACK.append(here)
+    return Scenario(rebuild(w.signs_raw, Path("..")), "..: is the folder you are in",
+                    "is the folder you are in (or holds it)", [data])
+
+
+@case("json-too-deep", "train")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.signs_run, tmp / "run")
+    (run / "params.json").write_text('{"task": "signs", "x": ' + nested(600) + "}")
+    return Scenario(train_over(run, w.signs_data), f"{run / 'params.json'}",
+                    "JSON nested 601 levels deep (at most 100)", [run])
+
+
+@case("json-too-deep", "search")
+def _(w: World, tmp: Path) -> Scenario:
+    parent = tmp / "parent"
+    parent.mkdir()
+    (parent / "params.json").write_text(json.dumps({**TINY, "num_epochs": 1}))
+    (parent / "search.json").write_text(nested(2000))
+    return Scenario(["search", "--parent-dir", parent, "--data-dir", w.signs_data],
+                    f"{parent / 'search.json'}", "JSON nested 2000 levels deep", [parent])
+
+
+@case("set-twice", "train")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.signs_run, tmp / "run")
+    return Scenario(train_over(run, w.signs_data) + ["--set", "num_epochs=1", "--set",
+                                                     "num_epochs=2"],
+                    "--set num_epochs", "given twice (num_epochs=1 and num_epochs=2)", [run])
+
+
+@case("restore-and-overwrite", "train")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.signs_run, tmp / "run")
+    return Scenario(train_over(run, w.signs_data) + ["--restore", "last"],
+                    "--restore last and --overwrite", "pass one of them", [run])
+
+
+@case("restore-before-first-best", "train")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.signs_run, tmp / "run")
+    (run / "best.pt").unlink()  # as after an interrupt inside epoch 1: only last.pt
+    return Scenario(["train", "--data-dir", w.signs_data, "--model-dir", run, "--restore",
+                     "best"], f"{run / 'best.pt'}", "but last.pt is there; pass --restore last",
+                    [run])
+
+
+@case("params-not-a-file", "folder")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.signs_run, tmp / "run")
+    (run / "params.json").unlink()
+    (run / "params.json").mkdir()
+    return Scenario(train_over(run, w.signs_data), f"{run / 'params.json'}",
+                    "is a folder, not a file", [run])
+
+
+@case("params-not-a-file", "dangling-link")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.signs_run, tmp / "run")
+    (run / "params.json").unlink()
+    (run / "params.json").symlink_to(tmp / "gone.json")
+    return Scenario(train_over(run, w.signs_data), f"{run / 'params.json'}",
+                    "which does not exist; fix the link", [run])
+
+
+@case("task-not-a-name", "train")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.signs_run, tmp / "run")
+    set_params(run, task=5)
+    return Scenario(train_over(run, w.signs_data), f"{run / 'params.json'}",
+                    "key 'task': expected a task name in quotes", [run])
+
+
+@case("command-line-mistake", "train")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.signs_run, tmp / "run")
+    return Scenario(["train", "--model-dir", run], "--data-dir",
+                    "the following arguments are required: --data-dir", [run])
+
+
+@case("search-storage-not-a-journal", "folder")
+def _(w: World, tmp: Path) -> Scenario:
+    parent = tmp / "parent"
+    parent.mkdir()
+    (parent / "params.json").write_text(json.dumps({**TINY, "num_epochs": 1}))
+    (parent / "search.json").write_text('{"space": {"learning_rate": [0.001]}}')
+    return Scenario(["search", "--parent-dir", parent, "--data-dir", w.signs_data,
+                     "--storage", tmp], f"--storage {tmp}", "is a folder; give the journal",
+                    [parent])
+
+
+@case("search-storage-not-a-journal", "other-file")
+def _(w: World, tmp: Path) -> Scenario:
+    parent = tmp / "parent"
+    parent.mkdir()
+    (parent / "params.json").write_text(json.dumps({**TINY, "num_epochs": 1}))
+    (parent / "search.json").write_text('{"space": {"learning_rate": [0.001]}}')
+    return Scenario(["search", "--parent-dir", parent, "--data-dir", w.signs_data,
+                     "--storage", parent / "params.json"], f"{parent / 'params.json'}",
+                    "not an Optuna journal file", [parent])
+
+
+@case("tags-not-bio", "build-dataset")
+def _(w: World, tmp: Path) -> Scenario:
+    corpus = tmp / "corpus.conll"
+    corpus.write_text("EU B-ORG\nrejects O\n\nPeter PER\nsleeps O\n", encoding="utf-8")
+    out = copy(w.ner_data, tmp / "data")
+    return Scenario(rebuild(corpus, out, "--task", "ner"), f"{corpus}: sentence 2",
+                    "tag 'PER', which is not BIO", [out, corpus])
+
+
+@case("tags-not-bio", "build-vocab")
+def _(w: World, tmp: Path) -> Scenario:
+    data = copy(w.ner_data, tmp / "data")
+    labels = data / "val" / "labels.txt"
+    edit_line(labels, 2, lambda line: " ".join(["E-PER", *line.split()[1:]]))
+    keep = [data / name for name in ("words.txt", "tags.txt", "dataset_params.json")]
+    return Scenario(["build-vocab", "--data-dir", data], f"{labels}:2",
+                    "tag 'E-PER' is not BIO", keep)
+
+
+@case("min-count-too-high", "build-vocab")
+def _(w: World, tmp: Path) -> Scenario:
+    data = copy(w.ner_data, tmp / "data")
+    keep = [data / name for name in ("words.txt", "tags.txt", "dataset_params.json")]
+    return Scenario(["build-vocab", "--data-dir", data, "--min-count", 10**9],
+                    "--min-count 1000000000", "no word of train occurs that often", keep)
+
+
+_CHDIR_BACK: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _back_to_where_we_were():
+    yield
+    while _CHDIR_BACK:
+        os.chdir(_CHDIR_BACK.pop())
 
 
 # ---------------------------------------------------------------------- the checks
