@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import re
 import sys
 from collections.abc import Callable
@@ -21,16 +22,19 @@ def read_sentences(inputs: list[str]) -> list[list[str]]:
     """Each input is a sentence, a text file of one sentence a line, or '-' for stdin.
 
     Sentences are split on whitespace: give them tokenised ("New York ." not "New York.").
+    Files and stdin are read the same way, as strict UTF-8 (see `decode_text`).
     """
     lines: list[str] = []
     for item in inputs:
         if item == "-":
-            lines.extend(sys.stdin.read().splitlines())
+            lines.extend(decode_text(_read_stdin(), "<stdin>").splitlines())
         elif _path_is(item, Path.is_file):
             try:
-                lines.extend(Path(item).read_text(encoding="utf-8").splitlines())
-            except UnicodeDecodeError:
-                raise UserError(f"{item}: not UTF-8 text; convert the file to UTF-8") from None
+                data = Path(item).read_bytes()
+            except OSError as exc:
+                raise UserError(f"{item}: cannot be read ({exc.strerror}); pass a text file "
+                                f"of one sentence a line") from None
+            lines.extend(decode_text(data, item).splitlines())
         elif _looks_like_a_path(item):
             what = "a folder" if _path_is(item, Path.is_dir) else "not found"
             raise UserError(f"{item}: {what}; pass a text file of one sentence a line (a "
@@ -42,6 +46,40 @@ def read_sentences(inputs: list[str]) -> list[list[str]]:
     if not sentences:
         raise UserError("predict: no sentence given (pass sentences, text files or - for stdin)")
     return sentences
+
+
+TO_UTF8 = "convert it to UTF-8 (e.g. iconv -f windows-1252 -t utf-8)"
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """Strict UTF-8, a leading byte-order mark dropped (Notepad writes one; kept, it would
+    stick to the first word and change its tags). Any other encoding is refused with the
+    line of its first bad byte, since replacing bytes would silently tag other words."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise UserError(f"{name}:1: UTF-16 text (it starts with a UTF-16 byte-order mark), "
+                        f"not UTF-8 text; convert it to UTF-8 (e.g. iconv -f utf-16 -t utf-8)")
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise UserError(f"{name}:{line}: holds a NUL byte: UTF-16 "
+                        f"text or a binary file, not UTF-8 text; {TO_UTF8}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(f"{name}:{line}: byte 0x{data[exc.start]:02X} is not UTF-8 text; "
+                        f"{TO_UTF8}") from None
+
+
+def _read_stdin() -> bytes:
+    """The bytes of stdin, so they are decoded like a file's (not with the locale's
+    encoding and its replacement characters)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # stdin replaced by a text stream (embedding, tests): already text
+        return sys.stdin.read().encode("utf-8", "surrogateescape")
+    return stream.read()
 
 
 def _looks_like_a_path(item: str) -> bool:

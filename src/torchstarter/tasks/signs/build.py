@@ -117,7 +117,8 @@ def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
                 if img is None:
                     shutil.copyfile(path, target)  # already the right size: no re-encoding
                 else:
-                    img.save(target, quality=95)  # same name and format as the source
+                    # same name and format as the source (a GIF goes back to 256 colors)
+                    img.save(target, quality=95)
                     resized += 1
                 per_class[label] += 1
             counts[split] = {"images": sum(per_class.values()), "resized": resized,
