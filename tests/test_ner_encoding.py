@@ -31,9 +31,16 @@ def test_characters_keep_their_case_with_a_lowercased_vocabulary(tmp_path):
     assert "A" in info["chars"] and "ann" in info["words"]
 
 
-def test_tags_that_are_not_bio_are_a_user_error(tmp_path):
+def test_tags_that_are_not_bio_are_refused_when_the_vocabulary_is_built(tmp_path):
+    with pytest.raises(UserError, match=r"train/labels.txt:1: tag 'S-per' is not BIO"):
+        built(tmp_path, tags=("S-per", "O"))
+
+
+def test_a_tags_file_edited_to_hold_a_non_bio_tag_is_refused_by_train(tmp_path):
+    folder = built(tmp_path)
+    (folder / "tags.txt").write_text("S-per\nO\n", encoding="utf-8")
     with pytest.raises(UserError, match="tags.txt: .*BIO"):
-        describe_data(PARAMS, built(tmp_path, tags=("S-per", "O")))
+        describe_data(PARAMS, folder)
 
 
 def test_a_long_sentence_is_read_as_a_sentence_not_a_file_name():

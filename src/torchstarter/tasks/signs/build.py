@@ -129,7 +129,7 @@ def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
         write_json(tmp / "build_report.json", report)
         return report
 
-    return replace_folder(out, write, overwrite=args.overwrite)
+    return replace_folder(out, write, overwrite=args.overwrite, mark="build_report.json")
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
