@@ -44,6 +44,7 @@ from torchstarter.engine.rng import (
     set_rng_state,
 )
 from torchstarter.engine.task import DataInfo, Task
+from torchstarter.engine.threads import ThreadGovernor
 from torchstarter.errors import UserError
 
 log = logging.getLogger("torchstarter")
@@ -75,7 +76,7 @@ class Trainer:
                  device: torch.device, dist: Distributed = SINGLE,
                  train_model: torch.nn.Module | None = None,
                  scaler: torch.amp.GradScaler | None = None,
-                 data_info: DataInfo | None = None):
+                 data_info: DataInfo | None = None, threads: ThreadGovernor | None = None):
         self.task, self.params, self.device, self.dist = task, params, device, dist
         self.model = model  # the weights: saved, validated, evaluated
         self.train_model = train_model or model  # what the step calls (DDP, compiled)
@@ -92,6 +93,8 @@ class Trainer:
         # Steps between NaN checks: free on the CPU, but on a GPU each one waits for it.
         self.check_every = 1 if device.type == "cpu" else params.save_summary_steps
         self.stop = GracefulStop()  # the run installs its signal handlers on this
+        # CPU threads follow the load unless params pin them (engine/threads.py says why).
+        self.threads = threads or ThreadGovernor(params.num_threads, device.type == "cpu")
 
     # ---- the step -----------------------------------------------------------------------
     def train_step(self, inputs: Any, labels: Any, totals: MetricTotals,
@@ -146,6 +149,7 @@ class Trainer:
                 stop = self.train_step(inputs, labels, totals, augment_gen, placeholder, epoch,
                                        step)
                 progress.step(step, 0 if placeholder else batch_size_of(labels))
+                self.threads.tick()
                 if stop:
                     self._pause(epoch, step, totals, augment_gen, global_groups)
         finally:

@@ -12,13 +12,16 @@ from typing import Any
 import torch
 
 from torchstarter.config import Params
+from torchstarter.engine.batching import iterate_groups
 from torchstarter.engine.build import build_trainer
 from torchstarter.engine.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from torchstarter.engine.distributed import SINGLE, Distributed, from_environment, shutdown
 from torchstarter.engine.interrupt import GracefulStop, StopRequested
+from torchstarter.engine.memory_format import choose_channels_last
 from torchstarter.engine.optim import RESUME_FIXED_KEYS, extend_schedule
 from torchstarter.engine.rng import seed_everything
 from torchstarter.engine.task import DataInfo, Task
+from torchstarter.engine.threads import configure_threads
 from torchstarter.engine.trainer import EpochResult, Trainer
 from torchstarter.errors import UserError
 from torchstarter.experiment import files
@@ -32,8 +35,7 @@ log = logging.getLogger("torchstarter")
 
 
 def setup_torch(params: Params, dist: Distributed = SINGLE) -> torch.device:
-    if params.num_threads is not None:
-        torch.set_num_threads(params.num_threads)
+    configure_threads(params.num_threads)
     seed_everything(params.seed)
     device = files.resolve_device(params.device, dist.local_rank)
     if params.precision == "bf16" and not bf16_supported(device):
@@ -213,7 +215,7 @@ class TrainingRun:
 
     # ---- inside fit ---------------------------------------------------------------------
     def _fit_logged(self, archived: Path | None) -> Trainer:
-        params = self.params
+        self.params = params = self._settle_memory_format()
         self.trainer = trainer = build_trainer(self.task, params, self.device, self.data_info,
                                                self.dist)
         if self.stop is not None:
@@ -246,6 +248,26 @@ class TrainingRun:
             log.info("best val %s %.4f at epoch %d; files in %s", params.metric, es.best,
                      es.best_epoch, self.model_dir)
         return trainer
+
+    def _settle_memory_format(self) -> Params:
+        """channels_last: null becomes true or false before the model is built; a resumed
+        run keeps the layout it was trained in, and processes of one DDP run agree."""
+        params = self.params
+        saved = (self.state or {}).get("params", {}).get("channels_last")
+        if params.channels_last is not None:
+            return params
+        if isinstance(saved, bool):
+            choice, why = saved, "as in the checkpoint being continued"
+        elif self.dist.enabled:
+            choice, why = True, "several processes (DDP): the layout is not timed"
+        else:
+            train = self.data["train"]
+            first = torch.arange(min(params.batch_size, len(train)))
+            batch = next(iterate_groups(train, [first], self.device))
+            choice, why = choose_channels_last(self.task, params, self.device, self.data_info,
+                                               batch)
+        log.info("channels_last: %s (%s)", str(choice).lower(), why)
+        return params.replace(channels_last=choice)
 
     def _restore_or_start(self, trainer: Trainer, archived: Path | None) -> None:
         """Load the checkpoint into the trainer (or start fresh) and log where the run is."""
