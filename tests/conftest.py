@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from torchstarter.engine.memory_format import CACHE_ENV
 from torchstarter.tasks import load_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +32,9 @@ def pytest_configure(config: pytest.Config) -> None:
     restores Python's default; tests/test_graceful_stop.py proves the ignored case apart."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Timed layout choices (engine/memory_format.py) go to a cache of the suite's own, not
+    # the user's: every process the tests start inherits it.
+    os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="torchstarter-test-cache-")
 
 
 @pytest.fixture(scope="session")
