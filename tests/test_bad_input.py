@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import test_disk_errors
+import test_hostile_inputs
 import torch
 from conftest import REPO, TINY
 from hypothesis import given, settings
@@ -871,14 +872,15 @@ def doc_rows() -> dict[str, dict[str, str]]:
 
 def test_every_row_of_the_errors_doc_has_a_test_and_every_test_a_row():
     rows = doc_rows()
-    covered = {c.row for c in CASES} | set(test_disk_errors.ROWS)
+    covered = {c.row for c in CASES} | set(test_disk_errors.ROWS) | set(test_hostile_inputs.ROWS)
     assert set(rows) == covered, (f"rows without a test: {sorted(set(rows) - covered)}; "
                                   f"tests without a row: {sorted(covered - set(rows))}")
 
 
 def test_disk_rows_name_their_tests():
     rows = doc_rows()
-    for row, (command, says, tests) in test_disk_errors.ROWS.items():
+    for row, (command, says, tests) in {**test_disk_errors.ROWS,
+                                        **test_hostile_inputs.ROWS}.items():
         assert f"`{command}`" in rows[row]["command"] or command in rows[row]["command"]
         assert says in rows[row]["shown"], row
         assert tests and all(t.__name__.startswith("test_") for t in tests)

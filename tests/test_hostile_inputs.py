@@ -405,3 +405,22 @@ def test_files_in_other_encodings_name_the_line(ner_model, tmp_path, capsys):
     nul = tmp_path / "nul.txt"
     nul.write_bytes(b"John lives .\nPar\x00is .\n")
     refused(capsys, f"{nul}:2", "holds a NUL byte", "predict", "--model-dir", ner_model, nul)
+
+
+# The rows of docs/errors.md these tests prove: command, a fragment of the message shown
+# there, and the tests. test_bad_input checks the table against this.
+ROWS = {
+    "image-too-large": ("build-dataset", "image is too large", [
+        test_build_dataset_refuses_a_20000x20000_image_and_keeps_the_old_output,
+        test_train_refuses_an_image_over_the_limit,
+        test_predict_refuses_a_100_megapixel_image_without_pillows_warning,
+        test_predict_in_a_real_process_prints_only_the_one_line]),
+    "image-empty": ("predict", "empty file, not an image", [test_predict_an_empty_file]),
+    "predict-not-an-image": ("predict", "not an image file name", [
+        test_predict_a_file_that_is_not_an_image, test_predict_a_folder_without_images]),
+    "predict-link-broken": ("predict", "symbolic link loop", [
+        test_predict_symbolic_link_loops_and_broken_links]),
+    "predict-text-encoding": ("predict", "is not UTF-8 text", [
+        test_stdin_is_read_as_utf8_like_a_file, test_real_stdin_with_a_latin1_byte_is_refused,
+        test_files_in_other_encodings_name_the_line]),
+}
