@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -39,3 +41,21 @@ def build_signs(raw: Path, drop_leaks: bool = False) -> Path:
     task = load_task("signs")
     task.build_dataset(task.build_options(raw, out, drop_leaks=drop_leaks))
     return out
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_line() -> str:
+    """What every speed figure is measured on: CPU model, cores, torch build, threads."""
+    import torch
+
+    return (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads by default")

@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _common import REPO, SHARED_NER, SHARED_SIGNS, build_ner, build_signs
+from _common import REPO, SHARED_NER, SHARED_SIGNS, build_ner, build_signs, cpu_model
 
 # Runs in the measured commit's code; prints one JSON line. It must work with the
 # interfaces of both commits, so it asks for the newer names and falls back.
@@ -87,16 +86,6 @@ def measure(kind: str, src: Path, data: Path) -> float:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert Path(result["from"]).resolve().is_relative_to(src.resolve()), result["from"]
     return float(result["seconds"])
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
