@@ -20,6 +20,7 @@ from torchstarter.experiment.evaluation import evaluate, predict
 from torchstarter.experiment.training import train
 from torchstarter.tasks import Task, load_task
 from torchstarter.tasks.sample_params import SAMPLE_PARAMS
+from torchstarter.utils.folders import creatable_folder
 
 DEMO_PARAMS = SAMPLE_PARAMS  # what the demo trains with, unless --params
 
@@ -28,6 +29,7 @@ def run_demo(output_dir: Path | None, tasks: list[str], params_file: Path | None
              overrides: list[str], raw_dir: Path | None = None) -> Path:
     started = time.perf_counter()
     out = Path(output_dir or Path("demo-runs") / time.strftime("%Y%m%d-%H%M%S"))
+    creatable_folder(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out}: exists and is not an empty folder; pick another --output-dir")
     if (params_file or raw_dir) and len(tasks) != 1:

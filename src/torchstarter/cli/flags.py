@@ -14,6 +14,7 @@ class OneLineParser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> NoReturn:
+        message = message.replace("\r", "\\r").replace("\n", "\\n")  # one line, always
         self.exit(2, f"error: {message}; see {self.prog} --help\n")
 
 

@@ -7,6 +7,8 @@ lines keep working. Expected mistakes end as one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import sys
@@ -21,6 +23,7 @@ from torchstarter.cli import new_project, search, synthesize
 from torchstarter.cli.flags import OneLineParser, flag, restore_flag, set_flag
 from torchstarter.engine.interrupt import StopRequested
 from torchstarter.errors import UserError
+from torchstarter.utils.folders import creatable_folder
 
 # Subcommands that live in their own module: each has add_parser(sub) and run(args) -> int.
 PLUGGED_COMMANDS = {"search": search, "synthesize": synthesize, "new": new_project}
@@ -127,8 +130,21 @@ def build_parser(build_task: str | None = None, vocab_task: str | None = None
     return parser
 
 
+# Path shapes no file system accepts: the user's to fix, whichever command meets them.
+PATH_ERRNOS = {errno.ENAMETOOLONG: "a name in the path is too long (at most 255 bytes)",
+               errno.ELOOP: "symbolic link loop (following it never reaches a file)",
+               errno.ENOTDIR: "a part of the path is a file, not a folder"}
+
+
+def one_line(message: str) -> str:
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):  # a file name in no encoding is still printed
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")
     try:
         build_task = _task_in(argv, "signs") if "build-dataset" in argv else None
         vocab_task = _task_in(argv, "ner") if "build-vocab" in argv else None
@@ -140,9 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return PLUGGED_COMMANDS[args.command].run(args)
         return COMMANDS[args.command](args)
     except UserError as exc:  # one line, even when a file name holds a line break
-        message = str(exc).replace("\r", "\\r").replace("\n", "\\n")
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in PATH_ERRNOS:
+            raise
+        where = os.fsdecode(exc.filename) if exc.filename is not None else "a path"
+        print(f"error: {one_line(where)}: {PATH_ERRNOS[exc.errno]}; check the path",
+              file=sys.stderr)
+        return 2
     except StopRequested as exc:
         print(f"interrupted: {exc}; rerun with --restore last to continue", file=sys.stderr)
         return exc.exit_code
@@ -242,10 +264,11 @@ def _sample_data(args: argparse.Namespace) -> int:
     task = load_task(args.task)
     if not task.provides("write_sample_data"):
         raise UserError(f"task '{task.name}' ships no sample data")
-    out = Path(args.output_dir)
+    out = creatable_folder(Path(args.output_dir))
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out}: exists and is not an empty folder; sample-data writes only "
-                        f"into a new or empty folder, so it never replaces your data")
+        raise UserError(f"{args.output_dir}: exists and is not an empty folder; sample-data "
+                        f"writes only into a new or empty folder, so it never replaces your "
+                        f"data")
     counts = task.write_sample_data(out)
     print(f"wrote {args.output_dir}: {counts}")
     return 0

@@ -48,7 +48,25 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path}: not a torchstarter checkpoint; pass a file written by "
                         f"torchstarter train")
+    damaged = _missing_parts(state)
+    if damaged:
+        raise UserError(f"{path}: a damaged torchstarter checkpoint ({damaged}); restore "
+                        f"from another file (--restore best or last)")
     return state
+
+
+def _missing_parts(state: dict[str, Any]) -> str | None:
+    """What a checkpoint lacks that every reader needs, or None when it is whole."""
+    if not isinstance(state.get("params"), dict) or \
+            not isinstance(state["params"].get("task"), str):
+        return "no params with a task"
+    model = state.get("model")
+    if not isinstance(model, dict) or \
+            not all(isinstance(v, torch.Tensor) for v in model.values()):
+        return "no model weights"
+    if not isinstance(state.get("epoch"), int) or isinstance(state["epoch"], bool):
+        return "no epoch number"
+    return None
 
 
 _UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")  # how torch names the callable it refused

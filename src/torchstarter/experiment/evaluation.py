@@ -54,7 +54,12 @@ def load_trained(model_dir: Path, restore: str = "best",
                                   base_dir=Path(model_dir))
     device = setup_torch(params)
     data_info = state.get("data_info")
-    model = place_model(task.build_model(params, data_info), params, device)
+    try:
+        built = task.build_model(params, data_info)
+    except (TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
+        raise UserError(f"{path}: a damaged checkpoint: its data description does not build "
+                        f"a model ({type(exc).__name__}); restore from another file") from None
+    model = place_model(built, params, device)
     check_compatible(model, state["model"], path)
     model.load_state_dict(state["model"])
     return Trained(task, params, model, device, data_info, state["epoch"],

@@ -21,6 +21,10 @@ from torchstarter.errors import UserError
 
 T = TypeVar("T")
 
+# Temp names start with the target's name, cut so that a long name plus the random part
+# stays under the 255 bytes a file name may have.
+NAME_KEPT = 60
+
 _DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 _NOT_ALLOWED = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
                 errno.EROFS: "read-only file system"}
@@ -103,7 +107,10 @@ def atomic_open(path: Path, mode: str = "wb", also: Iterable[Path] = ()) -> Iter
     """
     path = Path(path)
     with disk_errors_as_user_errors(path):
-        fd, tmp = new_temp_file(path.parent, f".{path.name}.", ".tmp")
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder where this command writes a file; move "
+                            f"the folder away, then run the command again")
+        fd, tmp = new_temp_file(path.parent, f".{path.name[:NAME_KEPT]}.", ".tmp")
         try:
             with os.fdopen(fd, mode) as fh:
                 yield fh
@@ -146,7 +153,7 @@ def new_temp_folder(folder: Path, prefix: str, suffix: str = "") -> Path:
 
 
 def _place_copy(source: Path, target: Path) -> None:
-    staged = target.with_name(f".{target.name}.{os.getpid()}.link")
+    staged = target.with_name(f".{target.name[:NAME_KEPT]}.{os.getpid()}.link")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(staged)
     try:

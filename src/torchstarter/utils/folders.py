@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from torchstarter.errors import UserError
-from torchstarter.utils.atomic import disk_errors_as_user_errors, new_temp_folder
+from torchstarter.utils.atomic import NAME_KEPT, disk_errors_as_user_errors, new_temp_folder
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ def replace_folder(out: Path, fill: Callable[[Path], T], overwrite: bool = False
 
 def _replace_folder(given: Path, fill: Callable[[Path], T], overwrite: bool,
                     mark: str | None) -> T:
-    out = given.resolve()  # '.', './', 'a/..' and a link to a folder get a real name
+    out = creatable_folder(given)  # '.', './', 'a/..' and a link get a real name
     if out.exists() and not out.is_dir():
         raise UserError(f"{given}: exists and is not a folder; pick another --output-dir")
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
@@ -48,7 +48,7 @@ def _replace_folder(given: Path, fill: Callable[[Path], T], overwrite: bool,
     if out.parent == out:
         raise UserError(f"{given}: is the root folder; pick another --output-dir")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = new_temp_folder(out.parent, f".{out.name}.", ".new")
+    tmp = new_temp_folder(out.parent, f".{out.name[:NAME_KEPT]}.", ".new")
     try:
         result = fill(tmp)
         if held:
@@ -65,7 +65,7 @@ def _replace_folder(given: Path, fill: Callable[[Path], T], overwrite: bool,
 
 def _swap(new: Path, out: Path) -> None:
     """Put `new` in the place of `out`; the old folder goes only once the new one is there."""
-    old = new_temp_folder(out.parent, f".{out.name}.", ".old")
+    old = new_temp_folder(out.parent, f".{out.name[:NAME_KEPT]}.", ".old")
     out.rename(old)  # onto an empty folder of a fresh name: never replaces anything else
     try:
         new.rename(out)
@@ -84,11 +84,36 @@ def _move_children(new: Path, out: Path, last: str | None) -> None:
     new.rmdir()
 
 
+def real_path(path: Path) -> Path:
+    """The absolute path with links followed; a loop of links is the user's to fix."""
+    try:
+        return Path(path).resolve()
+    except RuntimeError:  # Python 3.11 reports a loop of links this way
+        raise UserError(f"{path}: symbolic link loop (following it never reaches a folder); "
+                        f"fix the link or pick another path") from None
+
+
+def creatable_folder(path: Path) -> Path:
+    """The real path of an output folder, refused in one line when it cannot be a folder:
+    a file (or a link to nothing) in its place or on the way to it."""
+    real = real_path(path)
+    for part in [real, *real.parents]:
+        if part.is_dir():
+            break
+        if part.exists() or part.is_symlink():
+            if part == real:
+                raise UserError(f"{path}: exists and is not a folder; pick another "
+                                f"--output-dir")
+            raise UserError(f"{path}: passes through {part}, which is a file, not a folder; "
+                            f"pick another --output-dir")
+    return real
+
+
 def check_apart(out: Path, source: Path, what: str, may_lie_inside: bool = False) -> None:
     """Refuse an output folder that is or holds the data it is built from, or lies inside
     it (unless `may_lie_inside`, for a folder that merely contains the data): replacing it
     would delete that data."""
-    out_abs, source_abs = Path(out).resolve(), Path(source).resolve()
+    out_abs, source_abs = real_path(out), real_path(source)
     inside = source_abs in out_abs.parents and not may_lie_inside
     if out_abs == source_abs or out_abs in source_abs.parents or inside:
         raise UserError(f"--output-dir {out} overlaps {what} {source}; pick an output folder "
