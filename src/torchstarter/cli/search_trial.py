@@ -55,7 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # run.json records the command as `python -m torchstarter train ...`, which is what runs.
     sys.argv = [str(Path(torchstarter.__file__).with_name("__main__.py")), *argv]
-    return cli_main(argv)
+    try:
+        return cli_main(argv)
+    finally:
+        # Python puts the default action (terminate) back while it shuts down, and a slot
+        # freed by a trial ending at the same moment would then kill this finished one.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
 
 
 if __name__ == "__main__":
