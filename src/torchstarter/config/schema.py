@@ -98,7 +98,9 @@ COMMON_SCHEMA: dict[str, Field] = {
                          default=0, min=0),
     "tensorboard": Field(bool, "Write TensorBoard scalars (losses, metrics, learning rate, "
                          "samples/s) to <model dir>/tensorboard/.", default=True),
-    "plots": Field(bool, "Redraw <model dir>/learning_curve.png after every epoch.",
+    "plots": Field(bool, "Draw <model dir>/learning_curve.png: at the end of the run "
+                   "and, during it, after an epoch once 30 s have passed since the last "
+                   "drawing.",
                    default=True),
     "save_summary_steps": Field(int, "Training steps between running-loss lines in train.log.",
                                 default=100, min=1),

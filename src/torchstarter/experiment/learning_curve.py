@@ -1,4 +1,4 @@
-"""learning_curve.png: a run's loss and selection metric per epoch, redrawn each epoch."""
+"""learning_curve.png: loss and selection metric per epoch (tracking.py says when)."""
 
 from __future__ import annotations
 
