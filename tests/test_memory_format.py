@@ -71,7 +71,8 @@ def test_timing_leaves_the_random_state_of_the_run_as_it_was(tmp_path, monkeypat
 
 
 def test_a_run_records_the_settled_layout_and_its_resume_keeps_it(make_experiment, sample_data,
-                                                                  monkeypatch):
+                                                                  monkeypatch, tmp_path):
+    monkeypatch.setenv(memory_format.CACHE_ENV, str(tmp_path / "cache"))  # nothing cached
     model_dir = make_experiment(num_epochs=1)
     monkeypatch.setattr(memory_format, "_time_both", lambda *a: (0.010, 0.020))
     train(model_dir, sample_data)

@@ -92,15 +92,21 @@ def test_keep_order_splits_in_file_order(conll_corpus, tmp_path):
     assert names(tmp_path / "out" / "test") == [f"s{i}" for i in range(85, 100)]
 
 
-def test_an_existing_output_is_kept_unless_overwrite(conll_corpus, tmp_path):
+def test_an_existing_output_is_kept_unless_overwrite_and_only_its_own_is_replaced(
+        conll_corpus, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(UserError, match="--overwrite"):
         build_dataset(build_args(conll_corpus, out))
+    with pytest.raises(UserError, match="holds keep.txt but no build_report.json"):
+        build_dataset(build_args(conll_corpus, out, overwrite=True))
     assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    build_dataset(build_args(conll_corpus, out))
+    (out / "train" / "extra.txt").write_text("left by hand")
     build_dataset(build_args(conll_corpus, out, overwrite=True))
-    assert not (out / "keep.txt").exists()
+    assert not (out / "train" / "extra.txt").exists()
     assert sorted(p.name for p in out.iterdir()) == ["build_report.json", "test", "train", "val"]
 
 

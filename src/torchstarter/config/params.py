@@ -11,9 +11,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from torchstarter.config.jsonfile import check_depth
 from torchstarter.config.schema import Field
 from torchstarter.errors import UserError
-from torchstarter.utils.jsonfile import check_depth
 
 
 class Params(Mapping[str, Any]):

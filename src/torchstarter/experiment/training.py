@@ -102,6 +102,7 @@ class TrainingRun:
         self.data_info: DataInfo | None = None
         self.data: dict[str, Any] = {}
         self.trainer: Trainer | None = None
+        self.layout_note: str | None = None
         self.record: RunRecord | None = None
 
     @property
@@ -266,8 +267,8 @@ class TrainingRun:
             batch = next(iterate_groups(train, [first], self.device))
             choice, why = choose_channels_last(self.task, params, self.device, self.data_info,
                                                batch)
-        log.info("channels_last: %s (%s)", str(choice).lower(), why)
-        return params.replace(channels_last=choice)
+        self.layout_note = f"channels_last: {str(choice).lower()} ({why})"  # logged once the
+        return params.replace(channels_last=choice)  # checkpoint is known to fit
 
     def _restore_or_start(self, trainer: Trainer, archived: Path | None) -> None:
         """Load the checkpoint into the trainer (or start fresh) and log where the run is."""
@@ -290,6 +291,8 @@ class TrainingRun:
             if archived is not None:
                 log.info("previous run's files moved to %s", archived)
         dist = self.dist
+        if self.layout_note:
+            log.info("%s", self.layout_note)
         log.info("data: %s; train %d, val %d examples; device %s, %d threads%s",
                  self.data_dir, len(self.data["train"]), len(self.data["val"]), self.device,
                  torch.get_num_threads(), f"; {dist.world_size} processes (DDP), global "
