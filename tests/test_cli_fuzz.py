@@ -958,8 +958,13 @@ def glob_escape(path: str) -> str:
 
 def _candidates(output: str, cwd: Path) -> set[str]:
     """The output's path as the OS may take it: normalised, resolved, parent resolved."""
-    if output.startswith(GLOB):
-        return {GLOB + os.path.join(glob_escape(str(cwd)), output[len(GLOB):])}
+    if output.startswith(GLOB):  # the folder as written and as the OS resolves it
+        pattern = output[len(GLOB):]
+        folder, name = os.path.split(os.path.join(str(cwd), pattern))
+        found = {GLOB + os.path.join(glob_escape(str(cwd)), pattern)}
+        with contextlib.suppress(OSError):
+            found.add(GLOB + os.path.join(glob_escape(os.path.realpath(folder)), name))
+        return found
     full = os.path.join(str(cwd), output)
     head, tail = os.path.split(os.path.normpath(full))
     found = {os.path.normpath(full), os.path.realpath(full)}

@@ -40,7 +40,7 @@ def label_from_name(path: Path, num_classes: int, classes_hint: str = NUM_CLASSE
     `classes_hint` says where num_classes comes from, which differs between commands.
     """
     prefix = Path(path).name.split("_", 1)[0]
-    if "_" not in Path(path).name or not prefix.isdigit():
+    if "_" not in Path(path).name or not (prefix.isascii() and prefix.isdigit()):
         raise UserError(f"{path}: file name does not start with a label "
                         f"('<label>_IMG_<id>.jpg'); rename or remove the file")
     label = int(prefix)
