@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
 from typing import NoReturn
 
+from torchstarter.engine.memory_format import cpu_model
 from torchstarter.tasks import load_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,16 +41,6 @@ def build_signs(raw: Path, drop_leaks: bool = False) -> Path:
     task = load_task("signs")
     task.build_dataset(task.build_options(raw, out, drop_leaks=drop_leaks))
     return out
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def machine_line() -> str:

@@ -670,6 +670,14 @@ def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
+def search_parent(tmp: Path, search_json: str) -> Path:
+    parent = tmp / "parent"
+    parent.mkdir()
+    (parent / "params.json").write_text(json.dumps({**TINY, "num_epochs": 1}))
+    (parent / "search.json").write_text(search_json)
+    return parent
+
+
 @case("overwrite-not-a-dataset", "build-dataset")
 def _(w: World, tmp: Path) -> Scenario:
     run = copy(w.signs_run, tmp / "run")  # a trained experiment, not a built dataset
@@ -698,10 +706,7 @@ def _(w: World, tmp: Path) -> Scenario:
 
 @case("json-too-deep", "search")
 def _(w: World, tmp: Path) -> Scenario:
-    parent = tmp / "parent"
-    parent.mkdir()
-    (parent / "params.json").write_text(json.dumps({**TINY, "num_epochs": 1}))
-    (parent / "search.json").write_text(nested(2000))
+    parent = search_parent(tmp, nested(2000))
     return Scenario(["search", "--parent-dir", parent, "--data-dir", w.signs_data],
                     f"{parent / 'search.json'}", "JSON nested 2000 levels deep", [parent])
 
@@ -765,10 +770,7 @@ def _(w: World, tmp: Path) -> Scenario:
 
 @case("search-storage-not-a-journal", "folder")
 def _(w: World, tmp: Path) -> Scenario:
-    parent = tmp / "parent"
-    parent.mkdir()
-    (parent / "params.json").write_text(json.dumps({**TINY, "num_epochs": 1}))
-    (parent / "search.json").write_text('{"space": {"learning_rate": [0.001]}}')
+    parent = search_parent(tmp, '{"space": {"learning_rate": [0.001]}}')
     return Scenario(["search", "--parent-dir", parent, "--data-dir", w.signs_data,
                      "--storage", tmp], f"--storage {tmp}", "is a folder; give the journal",
                     [parent])
@@ -776,10 +778,7 @@ def _(w: World, tmp: Path) -> Scenario:
 
 @case("search-storage-not-a-journal", "other-file")
 def _(w: World, tmp: Path) -> Scenario:
-    parent = tmp / "parent"
-    parent.mkdir()
-    (parent / "params.json").write_text(json.dumps({**TINY, "num_epochs": 1}))
-    (parent / "search.json").write_text('{"space": {"learning_rate": [0.001]}}')
+    parent = search_parent(tmp, '{"space": {"learning_rate": [0.001]}}')
     return Scenario(["search", "--parent-dir", parent, "--data-dir", w.signs_data,
                      "--storage", parent / "params.json"], f"{parent / 'params.json'}",
                     "not an Optuna journal file", [parent])
