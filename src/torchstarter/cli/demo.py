@@ -29,9 +29,9 @@ def run_demo(output_dir: Path | None, tasks: list[str], params_file: Path | None
              overrides: list[str], raw_dir: Path | None = None) -> Path:
     started = time.perf_counter()
     out = Path(output_dir or Path("demo-runs") / time.strftime("%Y%m%d-%H%M%S"))
+    real = creatable_folder(out)
     if out.is_symlink():  # write where the link leads (a dangling one: create its target)
-        out = creatable_folder(out)
-    creatable_folder(out)
+        out = real
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out}: exists and is not an empty folder; pick another --output-dir")
     if (params_file or raw_dir) and len(tasks) != 1:
