@@ -83,3 +83,12 @@ def test_a_run_records_the_settled_layout_and_its_resume_keeps_it(make_experimen
     log = (model_dir / "train.log").read_text()
     assert "channels_last: false (as in the checkpoint being continued)" in log
     assert load_task("signs")  # the task module stays importable after both runs
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_timing(tmp_path, monkeypatch):
+    (tmp_path / CACHE_FILE).mkdir()  # a folder where the cache file goes
+    monkeypatch.setenv(memory_format.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(memory_format, "_time_both", lambda *a: (0.020, 0.010))
+    task, params = signs_params()
+    assert choose_channels_last(task, params, CPU, None, image_batch())[0] is True
+    assert (tmp_path / CACHE_FILE).is_dir()

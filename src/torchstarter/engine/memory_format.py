@@ -25,6 +25,7 @@ import torch
 from torchstarter.config import Params
 from torchstarter.engine.forward import autocast_for, prepare
 from torchstarter.engine.task import DataInfo, Task
+from torchstarter.errors import UserError
 from torchstarter.utils.atomic import write_json
 
 CACHE_ENV = "TORCHSTARTER_CACHE_DIR"
@@ -75,8 +76,8 @@ def choose_channels_last(task: Task, params: Params, device: torch.device,
     try:
         cache_dir().mkdir(parents=True, exist_ok=True)
         write_json(cache_dir() / CACHE_FILE, cache)
-    except OSError:
-        pass  # no cache: the next run times it again
+    except (OSError, UserError):  # e.g. a read-only home or a folder in the file's place
+        pass  # the cache is optional: the next run times it again
     return choice, (f"timed on this CPU: {plain * 1e3:.1f} ms a step contiguous, "
                     f"{last * 1e3:.1f} ms channels_last")
 
