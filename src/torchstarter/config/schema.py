@@ -58,8 +58,31 @@ COMMON_SCHEMA: dict[str, Field] = {
                           default=0.0, min=0),
     "seed": Field(int, "Seed of every random number generator.", default=230, min=0,
                   max=2**63 - 1),
-    "scheduler": Field(str, "Learning-rate schedule, stepped once per epoch.", default="none",
-                       choices=("none", "step", "cosine", "plateau")),
+    "scheduler": Field(str, "Learning-rate schedule: step and plateau decay per epoch; "
+                       "cosine per epoch or per optimizer step (scheduler_interval); onecycle "
+                       "(rise then anneal, torch's OneCycleLR with learning_rate as its peak) "
+                       "per optimizer step.", default="none",
+                       choices=("none", "step", "cosine", "plateau", "onecycle")),
+    "scheduler_interval": Field(str, "When the schedule moves: 'epoch' or 'step' (after each "
+                                "optimizer step); null: step for onecycle, epoch otherwise.",
+                                default=None, choices=("epoch", "step"), nullable=True),
+    "warmup_steps": Field(int, "Optimizer steps of linear warmup: the scheduled rate is "
+                          "scaled by (s + 1) / warmup_steps at step s, in front of any "
+                          "schedule (for onecycle it sets the rising phase). 0: off.",
+                          default=0, min=0),
+    "warmup_fraction": Field(float, "Warmup as a share of all optimizer steps of the run, "
+                             "instead of warmup_steps; null: use warmup_steps.",
+                             default=None, min=0, max=1, nullable=True),
+    "accumulation_steps": Field(int, "Micro-batches of batch_size whose gradients add up to "
+                                "one optimizer step (the loss is normalised by the count of "
+                                "all of them, so k x batch b steps like one batch of k*b); "
+                                "an epoch's last group may be shorter.", default=1, min=1),
+    "ema_decay": Field(float, "Keep an exponential moving average of the weights with this "
+                       "decay (e.g. 0.999), updated after every optimizer step; validation, "
+                       "best.pt, evaluate and predict then use the averaged weights. null: "
+                       "off.", default=None, min=0, max=1, min_exclusive=True, nullable=True),
+    "ema_warmup": Field(bool, "Let the average follow the weights faster at first: decay "
+                        "min(ema_decay, (1 + n) / (10 + n)) after n updates.", default=False),
     "step_size": Field(int, "Epochs between decays of the step scheduler.", default=10, min=1),
     "gamma": Field(float, "Decay factor of the step and plateau schedulers.", default=0.1,
                    min=0, max=1, min_exclusive=True),
@@ -105,3 +128,18 @@ COMMON_SCHEMA: dict[str, Field] = {
     "save_summary_steps": Field(int, "Training steps between running-loss lines in train.log.",
                                 default=100, min=1),
 }
+
+
+def combination_problem(params: Any) -> str | None:
+    """What is wrong with a combination of engine keys that are each valid, or None."""
+    interval = params.scheduler_interval
+    if interval == "step" and params.scheduler in ("step", "plateau"):
+        return (f"key 'scheduler_interval': 'step' needs scheduler cosine or onecycle; "
+                f"{params.scheduler} decays once per epoch (set scheduler_interval to epoch "
+                f"or null)")
+    if interval == "epoch" and params.scheduler == "onecycle":
+        return ("key 'scheduler_interval': onecycle moves after every optimizer step; set "
+                "scheduler_interval to step or null")
+    if params.warmup_fraction is not None and params.warmup_steps:
+        return ("keys 'warmup_steps' and 'warmup_fraction' are both set; keep one of them")
+    return None

@@ -1,4 +1,10 @@
-"""Optimizer and learning-rate scheduler from params."""
+"""Optimizer and learning-rate schedules from params.
+
+A run has at most one schedule stepped per epoch (step, cosine, plateau) and a list of
+schedulers stepped after every optimizer step (warmup, cosine or one-cycle per step).
+All of torch's schedulers used here but one-cycle scale the current rate by a factor,
+so a per-step warmup and a per-epoch schedule compose by multiplication.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +33,8 @@ def build_optimizer(params: Params, model: torch.nn.Module,
 
 # Keys whose change would make a restored optimizer or scheduler state mean something else.
 RESUME_FIXED_KEYS = ("optimizer", "learning_rate", "weight_decay", "momentum", "scheduler",
-                     "step_size", "gamma", "plateau_patience", "metric", "metric_mode")
+                     "step_size", "gamma", "plateau_patience", "metric", "metric_mode",
+                     "scheduler_interval", "warmup_steps", "warmup_fraction")
 
 
 def extend_schedule(scheduler, num_epochs: int) -> None:
@@ -44,9 +51,47 @@ def extend_schedule(scheduler, num_epochs: int) -> None:
         scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
 
+def per_step(params: Params) -> bool:
+    """Whether the main schedule moves after every optimizer step rather than every epoch."""
+    interval = params.scheduler_interval or ("step" if params.scheduler == "onecycle"
+                                             else "epoch")
+    return interval == "step"
+
+
+def warmup_steps(params: Params, total_steps: int) -> int:
+    if params.warmup_fraction is not None:
+        return round(params.warmup_fraction * total_steps)
+    return params.warmup_steps
+
+
+def build_step_schedulers(params: Params, optimizer: torch.optim.Optimizer,
+                          steps_per_epoch: int) -> list[torch.optim.lr_scheduler.LRScheduler]:
+    """Schedulers stepped after each optimizer step, in the order they must be made.
+
+    Warmup scales the scheduled rate by (s + 1) / W over the first W steps, on top of any
+    schedule; one-cycle has a rising phase of its own, which the warmup then sets.
+    """
+    total = params.num_epochs * steps_per_epoch
+    warm = min(warmup_steps(params, total), total)
+    schedulers: list[torch.optim.lr_scheduler.LRScheduler] = []
+    if params.scheduler == "onecycle":
+        rise = warm / total if warm else 0.3  # torch's default share of the rise
+        return [torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
+            pct_start=min(max(rise, 1 / total), 0.99))]
+    if params.scheduler == "cosine" and per_step(params):
+        schedulers.append(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total))
+    if warm > 1:
+        schedulers.append(torch.optim.lr_scheduler.LinearLR(
+            optimizer, start_factor=1 / warm, end_factor=1.0, total_iters=warm - 1))
+    return schedulers
+
+
 def build_scheduler(params: Params, optimizer: torch.optim.Optimizer, mode: str):
-    """Return a scheduler stepped once per epoch, or None."""
+    """Return the scheduler stepped once per epoch, or None."""
     kind = params.scheduler
+    if per_step(params):
+        return None
     if kind == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, params.step_size, params.gamma)
     if kind == "cosine":

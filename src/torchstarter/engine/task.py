@@ -138,6 +138,18 @@ class Task:
         """Training batches only; draw randomness from `generator` so that runs repeat."""
         return inputs
 
+    def training_loss(self, params: Params, train_data: Any, data_info: DataInfo | None
+                      ) -> Callable[[Any, Any], Loss]:
+        """The loss the train step differentiates; by default `loss` itself.
+
+        Return another function of (outputs, labels) to shape training only (label
+        smoothing, class weights counted on `train_data`). Its count must be what its
+        value averages (examples, tokens, or their summed weights), so the epoch's train
+        loss and gradient accumulation stay exact. Validation, `best` and evaluate keep
+        `loss`, so their numbers compare across runs with and without these options.
+        """
+        return self.loss
+
     def configure_optimizer(self, params: Params, model: nn.Module
                             ) -> list[dict[str, Any]] | None:
         """Parameter groups for the optimizer (e.g. no weight decay on biases), or None

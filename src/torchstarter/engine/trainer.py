@@ -8,6 +8,7 @@ the `on_epoch_end` callback of fit(). The whole step is Trainer.train_step.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import signal
@@ -28,6 +29,7 @@ from torchstarter.engine.batching import (
 )
 from torchstarter.engine.distributed import SINGLE, Distributed
 from torchstarter.engine.early_stopping import EarlyStopping
+from torchstarter.engine.ema import WeightAverage
 from torchstarter.engine.evaluation import evaluate
 from torchstarter.engine.forward import autocast_for, loss_scaler, prepare
 from torchstarter.engine.interrupt import GracefulStop, StopRequested
@@ -43,12 +45,24 @@ from torchstarter.engine.rng import (
     seed_everything,
     set_rng_state,
 )
-from torchstarter.engine.task import DataInfo, Task
+from torchstarter.engine.task import DataInfo, Loss, Task
 from torchstarter.engine.threads import ThreadGovernor
 from torchstarter.errors import UserError
 
 log = logging.getLogger("torchstarter")
 Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
+
+
+@dataclass(frozen=True)
+class Micro:
+    """Where a batch sits in its accumulation group: the first clears the gradients, the
+    last takes the optimizer step (and, under DDP, alone syncs gradients)."""
+
+    first: bool = True
+    last: bool = True
+
+
+WHOLE = Micro()  # a batch that is a whole group: what every step is without accumulation
 
 
 @dataclass
@@ -61,6 +75,7 @@ class EpochResult:
     improved: bool
     train_seconds: float = float("nan")
     train_examples: int = 0
+    step_lrs: list[tuple[int, float]] | None = None  # (optimizer step, lr) when it moves per step
 
     def as_row(self) -> dict[str, Any]:
         row: dict[str, Any] = {"epoch": self.epoch}
@@ -76,11 +91,21 @@ class Trainer:
                  device: torch.device, dist: Distributed = SINGLE,
                  train_model: torch.nn.Module | None = None,
                  scaler: torch.amp.GradScaler | None = None,
-                 data_info: DataInfo | None = None, threads: ThreadGovernor | None = None):
+                 data_info: DataInfo | None = None, threads: ThreadGovernor | None = None,
+                 train_loss: Callable[[Any, Any], Loss] | None = None,
+                 step_schedulers: list[torch.optim.lr_scheduler.LRScheduler] | None = None,
+                 ema: WeightAverage | None = None):
         self.task, self.params, self.device, self.dist = task, params, device, dist
-        self.model = model  # the weights: saved, validated, evaluated
+        self.model = model  # the trained weights (validated and saved unless EMA is on)
         self.train_model = train_model or model  # what the step calls (DDP, compiled)
-        self.optimizer, self.scheduler = optimizer, scheduler
+        self.train_loss = train_loss or task.loss  # validation always uses task.loss
+        self.optimizer, self.scheduler = optimizer, scheduler  # scheduler: once per epoch
+        self.step_schedulers = step_schedulers or []  # after every optimizer step
+        self.ema = ema  # the averaged weights, which then are validated and saved
+        self.accumulating = params.accumulation_steps > 1
+        self.optimizer_steps = 0  # over the whole run
+        self.step_lrs: list[tuple[int, float]] = []  # this epoch's, with per-step schedules
+        self._group_count: Any = 0  # what the current accumulation group's losses average
         self.scaler = scaler or loss_scaler(device, params.precision)  # disabled but fp16
         self.autocast = autocast_for(device, params.precision)  # disabled for fp32
         self.data_info = data_info  # saved in checkpoints: the model is built for it
@@ -98,32 +123,63 @@ class Trainer:
 
     # ---- the step -----------------------------------------------------------------------
     def train_step(self, inputs: Any, labels: Any, totals: MetricTotals,
-                   augment_gen: torch.Generator, placeholder: bool, epoch: int, step: int
-                   ) -> bool:
-        """One optimizer step on one batch; its loss and metrics go into `totals`.
+                   augment_gen: torch.Generator, placeholder: bool, epoch: int, step: int,
+                   micro: Micro = WHOLE) -> bool:
+        """Forward and backward of one batch, its loss and metrics into `totals`, and the
+        optimizer step when the batch ends its accumulation group (always, without one).
 
         Returns whether a stop was asked for (on any process). A placeholder batch (a
         process without examples in this global batch) only joins DDP's gradient sum.
         """
         inputs = self.task.augment(self.params, inputs, augment_gen)
-        with self.autocast():
-            outputs = self.train_model(prepare(inputs, self.params.channels_last))
-            loss, count = self.task.loss(outputs, labels)
-        check = step % self.check_every == 0
-        weighted, mean_loss, stop = self._share_step(loss, count, placeholder, check)
-        if check and not bool(torch.isfinite(mean_loss)):
-            raise self._not_finite(float(mean_loss), epoch, step)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(weighted).backward()
-        if self.params.grad_clip_norm is not None:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.params.grad_clip_norm)
+        with self._sync_unless(not micro.last):
+            with self.autocast():
+                outputs = self.train_model(prepare(inputs, self.params.channels_last))
+                loss, count = self.train_loss(outputs, labels)
+            check = step % self.check_every == 0
+            weighted, mean_loss, stop = self._share_step(loss, count, placeholder, check)
+            if check and not bool(torch.isfinite(mean_loss)):
+                raise self._not_finite(float(mean_loss), epoch, step)
+            if micro.first:
+                self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(weighted).backward()
         if not placeholder:
             with torch.no_grad():  # before the step: metrics of the weights that made them
                 totals.add(loss.detach(), count, outputs, labels, batch_size_of(labels))
+        if micro.last:
+            self._optimizer_step()
+        return stop
+
+    def _optimizer_step(self) -> None:
+        if self.accumulating:  # the summed gradients become those of the group's mean loss
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            torch._foreach_mul_(grads, self._group_scale())
+        if self.params.grad_clip_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.params.grad_clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return stop
+        self.optimizer_steps += 1
+        for scheduler in self.step_schedulers:
+            scheduler.step()
+        if self.step_schedulers:
+            self.step_lrs.append((self.optimizer_steps, self.optimizer.param_groups[0]["lr"]))
+        if self.ema is not None:
+            self.ema.update()
+
+    def _group_scale(self) -> torch.Tensor:
+        """1 / (what the group's losses average); DDP then averages over processes, so
+        under DDP the factor is world_size / (the count over every process)."""
+        total = as_float64(self._group_count, self.device)
+        self._group_count = 0
+        return (self.dist.world_size / total).float()
+
+    def _sync_unless(self, skip: bool) -> contextlib.AbstractContextManager:
+        """DDP's gradient all-reduce is needed on a group's last batch only."""
+        if not (skip and self.dist.enabled):
+            return contextlib.nullcontext()
+        module = getattr(self.train_model, "_orig_mod", self.train_model)  # under compile
+        return module.no_sync()
 
     # ---- a pass -------------------------------------------------------------------------
     def train_epoch(self, data: Any, epoch: int) -> dict[str, float]:
@@ -137,20 +193,24 @@ class Trainer:
         totals = MetricTotals(self.task.metrics, self.device, dist.all_reduce_sum)
         global_groups = batch_groups(data, order, p.batch_size)
         done = self._resume_position(epoch, totals, augment_gen, global_groups)
+        k, last_step = p.accumulation_steps, len(global_groups)
         self.examples_this_call = -totals.examples
         groups = [dist.shard(g) for g in global_groups]
         batches = iterate_groups(data, [g for g, _ in groups], self.device, p.num_workers, done,
                                  epoch_generator(p.seed, epoch, LOADER_STREAM))
         progress = PassProgress(len(data), totals.examples, epoch, p.num_epochs, dist.is_main,
                                 totals.running_loss, p.save_summary_steps)
+        stop = False
         try:
             for step, (inputs, labels) in enumerate(batches, start=done + 1):
                 placeholder = groups[step - 1][1]
+                micro = WHOLE if k == 1 else Micro(step % k == 1, step % k == 0
+                                                   or step == last_step)
                 stop = self.train_step(inputs, labels, totals, augment_gen, placeholder, epoch,
-                                       step)
+                                       step, micro) or stop
                 progress.step(step, 0 if placeholder else batch_size_of(labels))
                 self.threads.tick()
-                if stop:
+                if stop and micro.last:  # a pause keeps no half-summed gradients
                     self._pause(epoch, step, totals, augment_gen, global_groups)
         finally:
             progress.close()
@@ -158,7 +218,11 @@ class Trainer:
         return totals.compute()
 
     def evaluate(self, data: Any) -> dict[str, float]:
-        return evaluate(self.model, data, self.task, self.params, self.device, self.dist)
+        return evaluate(self.weights(), data, self.task, self.params, self.device, self.dist)
+
+    def weights(self) -> torch.nn.Module:
+        """The model that is validated and saved: the average when EMA is on."""
+        return self.model if self.ema is None else self.ema.averaged()
 
     def _share_step(self, loss: torch.Tensor, count: Any, placeholder: bool, check: bool
                     ) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -169,15 +233,22 @@ class Trainer:
         stops at the same step.
         """
         if not self.dist.enabled:
+            if self.accumulating:  # summed now, divided by the group's count at its end
+                self._group_count = self._group_count + count
+                return loss * count, loss.detach(), bool(self.stop)
             return loss, loss.detach(), bool(self.stop)
         n = as_float64(count, self.device) * (not placeholder)
         shared = torch.stack([loss.detach().double() * n, n,
                               as_float64(float(bool(self.stop)), self.device)])
         self.dist.all_reduce_sum(shared)
+        stop = bool(check and shared[2] > 0)
+        if self.accumulating:
+            self._group_count = self._group_count + shared[1]
+            return loss * n.to(loss.dtype), shared[0] / shared[1], stop
         # DDP averages gradients over processes; this weight makes that average the
         # gradient of the global batch's mean loss.
         weight = (n * self.dist.world_size / shared[1]).to(loss.dtype)
-        return loss * weight, shared[0] / shared[1], bool(check and shared[2] > 0)
+        return loss * weight, shared[0] / shared[1], stop
 
     def _not_finite(self, loss: float, epoch: int, step: int) -> UserError:
         where = "" if self.check_every == 1 else \
@@ -230,6 +301,7 @@ class Trainer:
         """Train until num_epochs, early stopping, or `stop_after_epoch` (a planned pause)."""
         p = self.params
         train_data, val_data = place(train_data, self.device), place(val_data, self.device)
+        self._warn_long_accumulation(train_data)
         results = []
         while self.epoch < p.num_epochs and not self.early_stopping.should_stop:
             if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
@@ -246,7 +318,8 @@ class Trainer:
             improved = self.early_stopping.update(value, epoch)
             result = EpochResult(epoch, train_metrics, val_metrics, lr,
                                  time.perf_counter() - started, improved, train_seconds,
-                                 self.examples_this_call)
+                                 self.examples_this_call, self.step_lrs)
+            self.step_lrs = []
             self.history.append(result.as_row())
             if on_epoch_end is not None:
                 on_epoch_end(result)
@@ -255,6 +328,13 @@ class Trainer:
                     not self.early_stopping.should_stop:
                 raise StopRequested(self._signum(), f"after epoch {epoch}")
         return results
+
+    def _warn_long_accumulation(self, train_data: Any) -> None:
+        k = self.params.accumulation_steps
+        batches = -(-len(train_data) // self.params.batch_size)
+        if k > batches:
+            log.warning("accumulation_steps %d is more than the %d batches of an epoch: each "
+                        "epoch makes one optimizer step, over all its batches", k, batches)
 
     def _stop_everywhere(self) -> bool:
         if not self.dist.enabled:
@@ -273,10 +353,12 @@ class Trainer:
     # ---- state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything a restore needs to continue exactly: each stateful part's own state."""
-        return {
-            "model": self.model.state_dict(),
+        state = {
+            "model": self.weights().state_dict(),  # what evaluate, predict and export load
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "step_schedulers": [s.state_dict() for s in self.step_schedulers],
+            "optimizer_steps": self.optimizer_steps,
             "epoch": self.epoch,
             "early_stopping": self.early_stopping.state_dict(),
             "history": self.history,
@@ -287,12 +369,29 @@ class Trainer:
             "partial_epoch": self.partial_epoch,
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
         }
+        if self.ema is not None:  # the average is "model"; training continues from these
+            state.update(trained_model=self.model.state_dict(), ema=self.ema.state_dict())
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        trained = state.get("trained_model")  # present when the run had EMA on
+        self.model.load_state_dict(state["model"] if trained is None else trained)
+        if self.ema is not None and trained is not None:
+            self.ema.load_state_dict(state["ema"], state["model"])
+        elif self.ema is not None:
+            self.ema.restart()
+            log.info("EMA: the checkpoint holds no averaged weights; the average starts from "
+                     "its weights now")
+        elif trained is not None:
+            log.info("EMA is off now: training continues from the checkpoint's trained "
+                     "(not averaged) weights")
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
+        for scheduler, saved in zip(self.step_schedulers, state.get("step_schedulers") or [],
+                                    strict=False):
+            scheduler.load_state_dict(saved)
+        self.optimizer_steps = state.get("optimizer_steps", 0)
         self.epoch = state["epoch"]
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.history = list(state["history"])

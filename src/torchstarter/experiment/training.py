@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from torchstarter.config import Params
+from torchstarter.config import COMMON_SCHEMA, Params
 from torchstarter.engine.batching import iterate_groups
 from torchstarter.engine.build import build_trainer
 from torchstarter.engine.checkpoint import check_compatible, load_checkpoint, save_checkpoint
@@ -218,7 +218,7 @@ class TrainingRun:
     def _fit_logged(self, archived: Path | None) -> Trainer:
         self.params = params = self._settle_memory_format()
         self.trainer = trainer = build_trainer(self.task, params, self.device, self.data_info,
-                                               self.dist)
+                                               self.dist, self.data["train"])
         if self.stop is not None:
             trainer.stop = self.stop
         self._restore_or_start(trainer, archived)
@@ -373,9 +373,12 @@ def write_metrics_files(model_dir: Path, trainer: Trainer) -> None:
 
 
 def _check_resumable(state: Mapping[str, Any], new: Params, path: Path) -> None:
-    old = state["params"]
-    # A checkpoint taken mid-epoch resumes at a batch position, which needs the same batches.
-    fixed = RESUME_FIXED_KEYS + (("batch_size", "seed") if state.get("partial_epoch") else ())
+    # A key the checkpoint's params lack is one added since: it had its default then.
+    old = {k: field.default for k, field in COMMON_SCHEMA.items()} | state["params"]
+    # A checkpoint taken mid-epoch resumes at a batch position, which needs the same
+    # batches, in the same accumulation groups.
+    fixed = RESUME_FIXED_KEYS + (("batch_size", "seed", "accumulation_steps")
+                                 if state.get("partial_epoch") else ())
     changed = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in fixed if old.get(k) != new[k]]
     if changed:
         raise UserError(f"{path}: --restore continues a run with its optimizer and schedule, "

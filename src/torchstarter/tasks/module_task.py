@@ -3,7 +3,7 @@
 The module defines, at module level:
   SCHEMA, METRICS, DEFAULT_METRIC           the attributes schema, metrics, default_metric
   load_split, build_model, loss_fn          required (loss_fn is Task.loss)
-  describe_data, augment, configure_optimizer, evaluation_report, predict,
+  describe_data, augment, training_loss, configure_optimizer, evaluation_report, predict,
   format_predictions, add_build_arguments, build_dataset, add_vocab_arguments,
   build_vocab_command (Task.build_vocab), write_sample_data, demo_inputs   optional
 with the signatures of torchstarter.engine.task.Task, less `self`. This adapter is the
@@ -40,8 +40,9 @@ SHAPES = {  # what each required part is, for the error that names a missing one
 }
 # Hook -> its arguments before data_info, for hooks whose last argument is data_info.
 TAKES_DATA_INFO = {"load_split": 3, "build_model": 1, "evaluation_report": 4, "predict": 4}
-OPTIONAL = ("describe_data", "augment", "configure_optimizer", "evaluation_report", "predict",
-            "format_predictions", "add_build_arguments", "build_dataset",
+OPTIONAL = ("describe_data", "augment", "training_loss", "configure_optimizer",
+            "evaluation_report", "predict", "format_predictions", "add_build_arguments",
+            "build_dataset",
             "add_vocab_arguments", "build_vocab_command", "write_sample_data", "demo_inputs")
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from torchstarter.config import COMMON_SCHEMA, Params, validate_params
 from torchstarter.config.params import read_params_file
+from torchstarter.config.schema import combination_problem
 from torchstarter.engine.task import Task
 from torchstarter.errors import UserError
 from torchstarter.tasks.module_task import ModuleTask, as_metrics, check_task
@@ -213,6 +214,9 @@ def resolve_params(raw: Mapping[str, Any], source: str, base_dir: Path | None = 
                         f"or your own task module, got {json.dumps(spec)}")
     task = load_task(spec, base_dir)
     params = validate_params(raw, full_schema(task), source)
+    problem = combination_problem(params)
+    if problem:
+        raise UserError(f"{source}: {problem}")
     metric = params.metric or task.default_metric
     if metric not in task.metric_names:
         raise UserError(f"{source}: key 'metric': '{metric}' is not one of "

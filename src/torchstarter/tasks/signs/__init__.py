@@ -8,12 +8,14 @@ data, the network and its loss, augmentation, prediction and dataset building.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from torchstarter.config import Field, Params
+from torchstarter.engine.losses import ClassificationLoss, balanced_class_weights
 from torchstarter.engine.task import DataInfo, Loss, Metric, Task
 from torchstarter.tasks.signs.build import add_build_arguments, summary_lines
 from torchstarter.tasks.signs.build import build_dataset as _build
@@ -29,6 +31,14 @@ SCHEMA = {
     "num_classes": Field(int, "Number of labels (file names carry 0..num_classes-1).",
                          default=6, min=2),
     "augmentation": Field(bool, "Random horizontal flips of training batches.", default=True),
+    "label_smoothing": Field(float, "Training targets mix this share of a uniform "
+                             "distribution into the one-hot label (0: off); validation and "
+                             "test losses stay plain cross-entropy.", default=0.0, min=0,
+                             max=0.99),
+    "class_weights": Field(str, "'balanced': weigh each training example by n / (classes * "
+                           "n_class) of the train split, so rare classes count as much as "
+                           "common ones; validation and test losses stay unweighted.",
+                           default="none", choices=("none", "balanced")),
 }
 METRICS = {"accuracy": Metric(accuracy)}
 DEFAULT_METRIC = "accuracy"
@@ -36,6 +46,15 @@ DEFAULT_METRIC = "accuracy"
 
 def build_model(params: Params) -> Net:
     return Net(params.num_channels, params.dropout_rate, params.num_classes)
+
+
+def training_loss(params: Params, train_data: Any) -> Callable[[Any, Any], Loss]:
+    """Plain cross-entropy unless label smoothing or class weights are asked for."""
+    if params.label_smoothing == 0 and params.class_weights == "none":
+        return loss_fn
+    weights = balanced_class_weights(train_data.labels, params.num_classes) \
+        if params.class_weights == "balanced" else None
+    return ClassificationLoss(params.label_smoothing, weights)
 
 
 def demo_inputs(data_dir: Path) -> list[str]:
@@ -62,6 +81,10 @@ class SignsTask(Task):
 
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> Loss:
         return loss_fn(outputs, labels)
+
+    def training_loss(self, params: Params, train_data: Any, data_info: DataInfo | None
+                      ) -> Callable[[Any, Any], Loss]:
+        return training_loss(params, train_data)
 
     def augment(self, params: Params, inputs: torch.Tensor, generator: torch.Generator
                 ) -> torch.Tensor:
@@ -91,5 +114,5 @@ TASK = SignsTask()
 __all__ = [
     "DEFAULT_METRIC", "METRICS", "SCHEMA", "add_build_arguments",
     "augment", "build_dataset", "build_model", "demo_inputs", "load_split", "loss_fn",
-    "predict", "write_sample_data",
+    "predict", "training_loss", "write_sample_data",
 ]
