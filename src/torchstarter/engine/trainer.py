@@ -106,6 +106,7 @@ class Trainer:
         self.optimizer_steps = 0  # over the whole run
         self.step_lrs: list[tuple[int, float]] = []  # this epoch's, with per-step schedules
         self._group_count: Any = 0  # what the current accumulation group's losses average
+        self.epoch_lr = 0.0  # the rate the current epoch started with (history's "lr")
         self.scaler = scaler or loss_scaler(device, params.precision)  # disabled but fp16
         self.autocast = autocast_for(device, params.precision)  # disabled for fp32
         self.data_info = data_info  # saved in checkpoints: the model is built for it
@@ -287,7 +288,7 @@ class Trainer:
                augment_gen: torch.Generator, groups: list[torch.Tensor]) -> None:
         self.partial_epoch = {"epoch": epoch, "step": step, "totals": totals.reduced_state(),
                               "augment_rng": augment_gen.get_state(),
-                              "batches": _fingerprint(groups)}
+                              "batches": _fingerprint(groups), "lr": self.epoch_lr}
         raise StopRequested(self._signum(), f"at epoch {epoch}, step {step}")
 
     def _signum(self) -> int:
@@ -308,7 +309,10 @@ class Trainer:
                 break
             epoch = self.epoch + 1
             started = time.perf_counter()
-            lr = self.optimizer.param_groups[0]["lr"]
+            partial = self.partial_epoch or {}  # an epoch resumed mid-way started earlier
+            lr = partial.get("lr", self.optimizer.param_groups[0]["lr"]) \
+                if partial.get("epoch") == epoch else self.optimizer.param_groups[0]["lr"]
+            self.epoch_lr = lr
             train_metrics = self.train_epoch(train_data, epoch)
             train_seconds = time.perf_counter() - started
             val_metrics = self.evaluate(val_data)

@@ -26,10 +26,11 @@ PLOT_EVERY_S = 30.0
 
 
 class EpochTrackers:
-    def __init__(self, model_dir: Path, params: Params, epochs_done: int):
+    def __init__(self, model_dir: Path, params: Params, epochs_done: int, steps_done: int = 0):
         self.model_dir = Path(model_dir)
         self.params = params
         self.writer: Any = None
+        self.step_writer: Any = None  # the learning rate per optimizer step, when it moves so
         if params.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -40,6 +41,10 @@ class EpochTrackers:
                 # checkpoint we resume from, so curves never show an epoch twice.
                 self.writer = SummaryWriter(log_dir=str(self.model_dir / TENSORBOARD),
                                             purge_step=epochs_done + 1)
+                # Its own folder: purging counts optimizer steps there, not epochs.
+                self.step_writer = SummaryWriter(
+                    log_dir=str(self.model_dir / TENSORBOARD / "per_step"),
+                    purge_step=steps_done + 1) if result_has_steps(params) else None
         self.plots = params.plots
         self.drawn_at = time.monotonic()
         self.pending: list[dict[str, Any]] | None = None  # history not drawn yet
@@ -77,9 +82,20 @@ class EpochTrackers:
                                    result.train_examples / result.train_seconds, step)
         self.writer.add_scalar("seconds/epoch", result.seconds, step)
         self.writer.flush()
+        if self.step_writer is not None and result.step_lrs:
+            for optimizer_step, lr in result.step_lrs:
+                self.step_writer.add_scalar("lr", lr, optimizer_step)
+            self.step_writer.flush()
 
     def close(self) -> None:
         self._draw()
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        for writer in (self.writer, self.step_writer):
+            if writer is not None:
+                writer.close()
+        self.writer = self.step_writer = None
+
+
+def result_has_steps(params: Params) -> bool:
+    """Whether the learning rate moves within an epoch (a per-step schedule or warmup)."""
+    return params.scheduler == "onecycle" or params.scheduler_interval == "step" or \
+        bool(params.warmup_steps) or params.warmup_fraction is not None

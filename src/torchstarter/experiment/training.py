@@ -224,7 +224,8 @@ class TrainingRun:
         self._restore_or_start(trainer, archived)
         if self._nothing_to_do(trainer):
             return trainer
-        trackers = EpochTrackers(self.model_dir, params, trainer.epoch) if self.main else None
+        trackers = EpochTrackers(self.model_dir, params, trainer.epoch,
+                                 trainer.optimizer_steps) if self.main else None
         try:
             trainer.fit(self.data["train"], self.data["val"],
                         lambda result: self._epoch_end(result, trackers),

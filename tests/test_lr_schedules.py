@@ -1,0 +1,87 @@
+"""Schedules that move after every optimizer step: warmup, cosine and one-cycle."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from torchstarter.engine.optim import build_scheduler, build_step_schedulers
+from torchstarter.errors import UserError
+from torchstarter.experiment.training import train
+from torchstarter.tasks.registry import resolve_params
+
+
+def lrs(extra: dict, steps_per_epoch: int = 5, epochs: int = 2) -> list[float]:
+    """The rate each optimizer step of the run uses."""
+    _, params = resolve_params({"task": "signs", "learning_rate": 1.0, "batch_size": 1,
+                                "num_epochs": epochs, **extra}, "test")
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    per_epoch = build_scheduler(params, optimizer, "max")
+    per_step = build_step_schedulers(params, optimizer, steps_per_epoch)
+    seen = []
+    for _ in range(epochs):
+        for _ in range(steps_per_epoch):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            for scheduler in per_step:
+                scheduler.step()
+        if per_epoch is not None:
+            per_epoch.step()
+    return seen
+
+
+def test_warmup_rises_linearly_then_leaves_the_rate_alone():
+    assert lrs({"warmup_steps": 4}) == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1, 1])
+
+
+def test_warmup_fraction_counts_steps_of_the_whole_run():
+    assert lrs({"warmup_fraction": 0.2})[:3] == pytest.approx([0.5, 1, 1])
+
+
+def test_warmup_composes_with_a_per_epoch_schedule():
+    seen = lrs({"warmup_steps": 2, "scheduler": "step", "step_size": 1, "gamma": 0.5})
+    assert seen == pytest.approx([0.5, 1, 1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.5])
+
+
+def test_cosine_per_step_follows_the_closed_form():
+    seen = lrs({"scheduler": "cosine", "scheduler_interval": "step"})
+    expected = [(1 + math.cos(math.pi * s / 10)) / 2 for s in range(10)]
+    assert seen == pytest.approx(expected, abs=1e-9)
+
+
+def test_cosine_per_epoch_is_still_the_default():
+    assert lrs({"scheduler": "cosine"}) == pytest.approx([1] * 5 + [0.5] * 5, abs=1e-9)
+
+
+def test_onecycle_rises_for_the_warmup_then_anneals_to_near_zero():
+    seen = lrs({"scheduler": "onecycle", "warmup_steps": 3})
+    peak = seen.index(max(seen))
+    assert peak == 2 and seen[peak] == pytest.approx(1.0)  # the 3rd step, as warmup's
+    assert seen[0] < 0.1 and seen[-1] < 0.05
+    assert all(a < b for a, b in zip(seen[:peak], seen[1:peak + 1], strict=True))
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"scheduler": "plateau", "scheduler_interval": "step"}, "needs scheduler cosine"),
+    ({"scheduler": "onecycle", "scheduler_interval": "epoch"}, "onecycle moves after every"),
+    ({"warmup_steps": 5, "warmup_fraction": 0.1}, "both set; keep one"),
+])
+def test_combinations_that_cannot_work_are_refused_in_one_line(extra, words):
+    with pytest.raises(UserError, match=words) as err:
+        resolve_params({"task": "signs", "learning_rate": 1.0, "batch_size": 1,
+                        "num_epochs": 2, **extra}, "p.json")
+    assert "\n" not in str(err.value) and str(err.value).startswith("p.json: key")
+
+
+def test_the_learning_rate_of_every_step_goes_to_tensorboard(make_experiment, sample_data):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model_dir = make_experiment(scheduler="onecycle", num_threads=1)
+    trainer = train(model_dir, sample_data, console=False)
+    events = EventAccumulator(str(model_dir / "tensorboard" / "per_step"))
+    events.Reload()
+    logged = events.Scalars("lr")
+    assert [e.step for e in logged] == list(range(1, trainer.optimizer_steps + 1))
+    assert logged[-1].value == pytest.approx(trainer.optimizer.param_groups[0]["lr"])
