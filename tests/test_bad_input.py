@@ -735,6 +735,46 @@ def _(w: World, tmp: Path) -> Scenario:
                     [run])
 
 
+@case("schedule-interval-mismatch", "train")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.signs_run, tmp / "run")
+    set_params(run, scheduler="plateau", scheduler_interval="step")
+    return Scenario(train_over(run, w.signs_data), str(run / "params.json"),
+                    "key 'scheduler_interval': 'step' needs scheduler cosine or onecycle",
+                    [run])
+
+
+@case("warmup-given-twice", "train")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.signs_run, tmp / "run")
+    set_params(run, warmup_steps=100, warmup_fraction=0.1)
+    return Scenario(train_over(run, w.signs_data), str(run / "params.json"),
+                    "keys 'warmup_steps' and 'warmup_fraction' are both set", [run])
+
+
+@case("lr-find-trained-run", "no-force")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.signs_run, tmp / "run")
+    return Scenario(["lr-find", "--data-dir", w.signs_data, "--model-dir", run], str(run),
+                    "holds a trained run", [run])
+
+
+@case("lr-find-trained-run", "apply")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.signs_run, tmp / "run")
+    return Scenario(["lr-find", "--data-dir", w.signs_data, "--model-dir", run, "--force",
+                     "--apply"], str(run), "holds a trained run", [run])
+
+
+@case("lr-find-bad-range", "reversed")
+def _(w: World, tmp: Path) -> Scenario:
+    run = tmp / "fresh"
+    run.mkdir()
+    shutil.copy(w.signs_run / "params.json", run / "params.json")
+    return Scenario(["lr-find", "--data-dir", w.signs_data, "--model-dir", run, "--start-lr",
+                     "1", "--end-lr", "1e-3"], "--start-lr 1", "need 0 < start < end", [run])
+
+
 @case("params-not-a-file", "folder")
 def _(w: World, tmp: Path) -> Scenario:
     run = copy(w.signs_run, tmp / "run")
