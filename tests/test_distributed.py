@@ -92,6 +92,18 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     assert json.loads((two / "run.json").read_text())["status"] == "finished"
 
 
+def test_two_processes_accumulating_micro_batches_match_one_big_batch(tmp_path):
+    """Global batch 8 over 2 processes, 3 micro-batches a step: one process, batch 24.
+    101 examples end on a group of one micro-batch; the EMA average is what is saved."""
+    (tmp_path / "tokens.py").write_text(TOKENS_TASK)
+    one = make(tmp_path, "one", batch_size=24, ema_decay=0.5)
+    two = make(tmp_path, "two", batch_size=8, accumulation_steps=3, ema_decay=0.5)
+    cli("train", "--data-dir", tmp_path, "--model-dir", one)
+    torchrun("train", "--data-dir", tmp_path, "--model-dir", two)
+    assert_same_run(one, two)
+    assert load_checkpoint(two / "last.pt")["optimizer_steps"] == 3 * 5
+
+
 def test_a_ddp_run_restores_and_continues(tmp_path):
     (tmp_path / "tokens.py").write_text(TOKENS_TASK)
     one, two = make(tmp_path, "one", num_epochs=4), make(tmp_path, "two", num_epochs=2)

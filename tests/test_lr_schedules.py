@@ -85,3 +85,44 @@ def test_the_learning_rate_of_every_step_goes_to_tensorboard(make_experiment, sa
     logged = events.Scalars("lr")
     assert [e.step for e in logged] == list(range(1, trainer.optimizer_steps + 1))
     assert logged[-1].value == pytest.approx(trainer.optimizer.param_groups[0]["lr"])
+
+
+def test_more_epochs_on_restore_stretch_a_per_step_cosine(make_experiment, sample_data):
+    model_dir = make_experiment(num_epochs=1, scheduler="cosine", scheduler_interval="step",
+                                num_threads=1)
+    first = train(model_dir, sample_data, console=False)
+    steps = first.optimizer_steps
+    trainer = train(model_dir, sample_data, restore="last", console=False,
+                    overrides={"num_epochs": 3})
+    (cosine,) = trainer.step_schedulers
+    assert cosine.T_max == 3 * steps
+    lrs = [row["lr"] for row in trainer.history]
+    assert lrs[0] > lrs[1] > lrs[2] > 0
+    expected = 1e-3 * (1 + math.cos(math.pi * 2 * steps / (3 * steps))) / 2
+    assert lrs[2] == pytest.approx(expected, rel=1e-6)
+
+
+def test_onecycle_cannot_be_stretched_on_restore(make_experiment, sample_data):
+    model_dir = make_experiment(num_epochs=1, scheduler="onecycle", num_threads=1)
+    train(model_dir, sample_data, console=False)
+    with pytest.raises(UserError, match="num_epochs 1 -> 2"):
+        train(model_dir, sample_data, restore="last", console=False,
+              overrides={"num_epochs": 2})
+
+
+def test_a_checkpoint_from_before_the_recipes_resumes(make_experiment, sample_data):
+    from torchstarter.engine.checkpoint import load_checkpoint, save_checkpoint
+
+    model_dir = make_experiment(num_epochs=1, num_threads=1)
+    train(model_dir, sample_data, console=False)
+    state = load_checkpoint(model_dir / "last.pt")
+    for key in ("step_schedulers", "optimizer_steps"):
+        del state[key]
+    for key in ("scheduler_interval", "warmup_steps", "warmup_fraction", "accumulation_steps",
+                "ema_decay", "ema_warmup", "label_smoothing", "class_weights"):
+        del state["params"][key]
+    state.pop("format")
+    save_checkpoint(state, model_dir / "last.pt")
+    trainer = train(model_dir, sample_data, restore="last", console=False,
+                    overrides={"num_epochs": 2})
+    assert trainer.epoch == 2

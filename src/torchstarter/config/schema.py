@@ -80,7 +80,8 @@ COMMON_SCHEMA: dict[str, Field] = {
     "ema_decay": Field(float, "Keep an exponential moving average of the weights with this "
                        "decay (e.g. 0.999), updated after every optimizer step; validation, "
                        "best.pt, evaluate and predict then use the averaged weights. null: "
-                       "off.", default=None, min=0, max=1, min_exclusive=True, nullable=True),
+                       "off.", default=None, min=0, max=0.999999, min_exclusive=True,
+                       nullable=True),
     "ema_warmup": Field(bool, "Let the average follow the weights faster at first: decay "
                         "min(ema_decay, (1 + n) / (10 + n)) after n updates.", default=False),
     "step_size": Field(int, "Epochs between decays of the step scheduler.", default=10, min=1),

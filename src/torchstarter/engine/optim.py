@@ -38,7 +38,8 @@ RESUME_FIXED_KEYS = ("optimizer", "learning_rate", "weight_decay", "momentum", "
 
 
 def extend_schedule(scheduler, num_epochs: int) -> None:
-    """After a restore with more epochs, let a cosine schedule run to the new end."""
+    """After a restore with more epochs, let a cosine schedule run to the new end
+    (`num_epochs` counts the scheduler's own steps: epochs, or optimizer steps)."""
     if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and \
             scheduler.T_max != num_epochs:
         scheduler.T_max = num_epochs

@@ -13,7 +13,7 @@ import torch
 
 from torchstarter.config import COMMON_SCHEMA, Params
 from torchstarter.engine.batching import iterate_groups
-from torchstarter.engine.build import build_trainer
+from torchstarter.engine.build import build_trainer, optimizer_steps_per_epoch
 from torchstarter.engine.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from torchstarter.engine.distributed import SINGLE, Distributed, from_environment, shutdown
 from torchstarter.engine.interrupt import GracefulStop, StopRequested
@@ -279,6 +279,9 @@ class TrainingRun:
             check_compatible(trainer.model, state["model"], path)
             trainer.load_state_dict(state)
             extend_schedule(trainer.scheduler, params.num_epochs)
+            steps = params.num_epochs * optimizer_steps_per_epoch(params, self.data["train"])
+            for scheduler in trainer.step_schedulers:  # a per-step cosine counts steps
+                extend_schedule(scheduler, steps)
             if self.main:
                 write_metrics_files(self.model_dir, trainer)
             _log_param_changes(state["params"], params)
@@ -380,6 +383,8 @@ def _check_resumable(state: Mapping[str, Any], new: Params, path: Path) -> None:
     # batches, in the same accumulation groups.
     fixed = RESUME_FIXED_KEYS + (("batch_size", "seed", "accumulation_steps")
                                  if state.get("partial_epoch") else ())
+    if new.scheduler == "onecycle":  # its rise and fall are laid over the whole run
+        fixed += ("num_epochs",)
     changed = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in fixed if old.get(k) != new[k]]
     if changed:
         raise UserError(f"{path}: --restore continues a run with its optimizer and schedule, "
