@@ -55,9 +55,9 @@ def epoch_reads(tmp_path: Path, task_name: str, **params) -> tuple[int, dict[str
                            "num_epochs": 1, "save_summary_steps": 10, **params}, "test")
     info = task.describe_data(p, tmp_path / "data")
     seed_everything(p.seed)
-    trainer = build_trainer(task, p, torch.device("cpu"), info)
-    trainer.check_every = p.save_summary_steps  # as on a GPU
     split = task.load_split(p, tmp_path / "data", "train", info)
+    trainer = build_trainer(task, p, torch.device("cpu"), info, train_data=split)
+    trainer.check_every = p.save_summary_steps  # as on a GPU
     with HostReads() as reads:
         trainer.train_epoch(split, 1)
     steps = -(-len(split) // p.batch_size)
@@ -70,7 +70,11 @@ NER_WIDTH = "tasks/ner/data.py:_batch"  # int(self.lengths_cpu[host_index].max()
 
 @pytest.mark.parametrize("params", [
     {"num_channels": 4}, {"num_channels": 4, "precision": "bf16"},
-    {"num_channels": 4, "precision": "fp16"}])
+    {"num_channels": 4, "precision": "fp16"},
+    {"num_channels": 4, "accumulation_steps": 3, "ema_decay": 0.99, "ema_warmup": True,
+     "scheduler": "onecycle", "label_smoothing": 0.1, "class_weights": "balanced"},
+    {"num_channels": 4, "warmup_steps": 5, "scheduler": "cosine",
+     "scheduler_interval": "step", "grad_clip_norm": 1.0, "accumulation_steps": 2}])
 def test_signs_steps_read_nothing_but_the_periodic_nan_check(tmp_path, params):
     steps, reads = epoch_reads(tmp_path, "signs", **params)
     # fp16 included: the scaler hands its inf flag to the fused Adam kernel, never to us.
