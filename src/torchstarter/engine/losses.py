@@ -15,12 +15,14 @@ from torchstarter.engine.task import Loss
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """n / (classes present * n_c) per class c; 0 for a class absent from `labels`
-    (it never weighs an example in training). Labels below 0 (padding) are not counted."""
-    labels = labels[labels >= 0].long().flatten()
-    counts = torch.bincount(labels, minlength=num_classes).double()
-    present = int((counts > 0).sum())
-    weights = labels.numel() / (present * counts.clamp(min=1))
+    """n / (classes present * n_c) per class c; 0 for a class absent from `labels` (it
+    never weighs an example in training). Labels below 0 (padding) are not counted.
+    Computed where `labels` are, without reading them back to the host."""
+    real = (labels >= 0).reshape(-1).to(torch.float64)
+    counts = torch.zeros(num_classes, dtype=torch.float64, device=labels.device)
+    counts.scatter_add_(0, labels.clamp(min=0).reshape(-1).long(), real)
+    present = (counts > 0).sum()
+    weights = counts.sum() / (present * counts.clamp(min=1))
     return torch.where(counts > 0, weights, torch.zeros_like(weights)).float()
 
 

@@ -5,12 +5,17 @@ names are its parts, for a project's own task to reuse. Data: the Kaggle GMB CSV
 CoNLL column files, split by `build-dataset`, vocabulary from `build-vocab`.
 Metrics: token accuracy over real tokens, and entity-level micro precision, recall and
 F1 in the CoNLL convention (seqeval's default mode); `best` is chosen by entity F1.
+
+Options for rare and unknown words (issue 18), all off by default and free when off:
+unk_replace (singleton words trained as UNK, data.replace_singletons), lowercase_words
+and case_features (data.py), and class_weights (net.weighted_loss_fn, training only).
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,14 +23,22 @@ from typing import Any
 import torch
 
 from torchstarter.config import Field, Params
+from torchstarter.engine.losses import balanced_class_weights
 from torchstarter.engine.task import DataInfo, Loss, Task
+from torchstarter.errors import UserError
 from torchstarter.tasks.ner.build import (
     add_build_arguments,
     add_vocab_arguments,
     build_dataset,
     build_vocab_command,
 )
-from torchstarter.tasks.ner.data import describe_data, load_split
+from torchstarter.tasks.ner.data import (
+    NUM_CASES,
+    describe_data,
+    load_split,
+    option,
+    replace_singletons,
+)
 from torchstarter.tasks.ner.net import (
     Tagger,
     entity_f1,
@@ -33,6 +46,7 @@ from torchstarter.tasks.ner.net import (
     entity_recall,
     loss_fn,
     token_accuracy,
+    weighted_loss_fn,
 )
 from torchstarter.tasks.ner.predict import format_predictions, predict
 from torchstarter.tasks.ner.report import evaluation_report
@@ -57,7 +71,21 @@ SCHEMA = {
                              "leaves a few fixed widths, the static shapes that compile and "
                              "CUDA graphs need); 1 pads to the batch's longest sentence.",
                              default=1, min=1),
+    "class_weights": Field(str, "Weight each train token's loss by its gold tag: 'balanced' "
+                           "gives tag c the weight n_tokens / (n_tags_seen * n_c) counted "
+                           "on train, so rare entity types count more; training loss only, "
+                           "not with crf.", default="none", choices=("none", "balanced")),
+    "unk_replace": Field(float, "During training, replace each word seen once in train by "
+                         "UNK with this probability, so the UNK vector learns what unknown "
+                         "words look like; 0 turns it off.", default=0.0, min=0, max=1),
+    "lowercase_words": Field(bool, "Look words up lowercased (a vocabulary built with case "
+                             "is merged to lowercase); pair with case_features.",
+                             default=False),
+    "case_features": Field(bool, "Add a small embedding of each token's case shape (lower, "
+                           "UPPER, Title, has a digit, other) to its word embedding.",
+                           default=False),
 }
+CASE_EMBEDDING_DIM = 4  # 5 shapes: a handful of dimensions is plenty
 METRICS = {"accuracy": token_accuracy, "precision": entity_precision,
            "recall": entity_recall, "f1": entity_f1}
 DEFAULT_METRIC = "f1"
@@ -70,7 +98,36 @@ def build_model(params: Params, data_info: DataInfo) -> Tagger:
         bidirectional=params.bidirectional, num_layers=params.num_layers,
         dropout=params.dropout, num_chars=len(data_info["chars"]) + 2,
         char_embedding_dim=params.char_embedding_dim, char_filters=params.char_filters,
-        crf=params.crf)
+        crf=params.crf, num_cases=NUM_CASES,
+        case_embedding_dim=CASE_EMBEDDING_DIM if option(params, "case_features") else 0)
+
+
+def training_loss(params: Params, train_data: Any, data_info: DataInfo
+                  ) -> Callable[[Any, torch.Tensor], Loss]:
+    """loss_fn, or with class_weights "balanced" the tag-weighted loss counted on train.
+
+    A CRF scores whole sentences, so per-token weights have no place in its loss: refused.
+    """
+    if option(params, "class_weights") == "none":
+        return loss_fn
+    if params.get("crf", False):
+        raise UserError("params: class_weights 'balanced' with crf true: a CRF's loss is per "
+                        "sentence, not per token, so tag weights cannot apply; set "
+                        "class_weights to 'none' or crf to false")
+    tags = getattr(train_data, "tags", None)
+    if not isinstance(tags, torch.Tensor):
+        raise UserError(f"params: class_weights 'balanced' counts tags on the train split, but "
+                        f"it is a {type(train_data).__name__} without a .tags tensor; set "
+                        f"class_weights to 'none' or override training_loss in your task")
+    return weighted_loss_fn(balanced_class_weights(tags, len(data_info["tags"])))
+
+
+def augment(params: Params, inputs: Any, generator: torch.Generator) -> Any:
+    """Training batches: singleton words to UNK at rate unk_replace (a no-op at 0)."""
+    rate = option(params, "unk_replace")
+    if rate > 0 and isinstance(inputs, dict) and "singletons" in inputs:
+        return replace_singletons(inputs, rate, generator)
+    return inputs
 
 
 def demo_inputs(data_dir: Path) -> list[str]:
@@ -106,6 +163,15 @@ class NerTask(Task):
     def loss(self, outputs: Any, labels: torch.Tensor) -> Loss:
         return loss_fn(outputs, labels)
 
+    def augment(self, params: Params, inputs: Any, generator: torch.Generator) -> Any:
+        return augment(params, inputs, generator)
+
+    def training_loss(self, params: Params, train_data: Any, data_info: DataInfo | None
+                      ) -> Callable[[Any, Any], Loss]:
+        if option(params, "class_weights") == "none":
+            return self.loss  # the task's own loss, as the default hook returns
+        return training_loss(params, train_data, data_info)
+
     def evaluation_report(self, model: torch.nn.Module, params: Params, data: Any,
                           device: torch.device, data_info: DataInfo | None
                           ) -> dict[str, Any]:
@@ -140,10 +206,11 @@ class NerTask(Task):
 TASK = NerTask()
 
 # The parts, for `from ... import *` in a module-of-functions task; TASK stays out,
-# or it would become that module's task instead of the module's own functions.
+# or it would become that module's task instead of the module's own functions, and so
+# does training_loss, whose "none" answer is the built-in loss_fn, not the module's own.
 __all__ = [
     "DEFAULT_METRIC", "METRICS", "SCHEMA", "add_build_arguments",
-    "add_vocab_arguments",
+    "add_vocab_arguments", "augment",
     "build_dataset", "build_model", "build_vocab_command", "demo_inputs", "describe_data",
     "evaluation_report", "format_predictions", "load_split", "loss_fn", "predict",
     "write_sample_data",

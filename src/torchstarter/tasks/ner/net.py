@@ -1,7 +1,8 @@
-"""The tagger: embedding (+ optional character CNN) -> (Bi)LSTM -> linear (-> optional CRF)."""
+"""The tagger: embedding (+ optional character CNN, case shape) -> (Bi)LSTM -> linear (-> CRF)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -47,7 +48,8 @@ class Tagger(nn.Module):
     def __init__(self, vocab_size: int, tags: list[str], embedding_dim: int = 50,
                  hidden_dim: int = 50, bidirectional: bool = False, num_layers: int = 1,
                  dropout: float = 0.0, num_chars: int = 0, char_embedding_dim: int = 0,
-                 char_filters: int = 50, crf: bool = False, pad_id: int = 0):
+                 char_filters: int = 50, crf: bool = False, pad_id: int = 0,
+                 num_cases: int = 0, case_embedding_dim: int = 0):
         super().__init__()
         self.pad_id = pad_id
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
@@ -57,6 +59,12 @@ class Tagger(nn.Module):
             self.char_embedding = nn.Embedding(num_chars, char_embedding_dim, padding_idx=0)
             self.char_conv = nn.Conv1d(char_embedding_dim, char_filters, 3, padding=1)
             features += char_filters
+        # Case shape of each token (data.case_shape), id 0 for padding: gives back what
+        # lowercase_words drops. Absent (no weights) when off, so old checkpoints load.
+        self.case_embedding: nn.Embedding | None = None
+        if case_embedding_dim > 0:
+            self.case_embedding = nn.Embedding(num_cases, case_embedding_dim, padding_idx=0)
+            features += case_embedding_dim
         self.dropout = nn.Dropout(dropout)
         self.bidirectional = bidirectional
         self.lstm = nn.LSTM(features, hidden_dim, num_layers=num_layers, batch_first=True,
@@ -78,6 +86,8 @@ class Tagger(nn.Module):
         x = self.embedding(words)
         if self.char_embedding is not None:
             x = torch.cat([x, self._char_features(batch["chars"])], dim=-1)
+        if self.case_embedding is not None:
+            x = torch.cat([x, self.case_embedding(batch["cases"])], dim=-1)
         h = self._recurrent(self.dropout(x), batch.get("host_lengths", lengths))
         emissions = self.fc(self.dropout(h))
         return TaggerOutput(emissions, mask, self.crf, self.scheme)
@@ -120,6 +130,26 @@ def loss_fn(outputs: TaggerOutput, labels: torch.Tensor) -> Loss:
     loss = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), labels.reshape(-1),
                            ignore_index=-1)
     return Loss(loss, tokens)
+
+
+def weighted_loss_fn(weights: torch.Tensor) -> Callable[[TaggerOutput, torch.Tensor], Loss]:
+    """Cross-entropy weighted by the gold tag: sum(w_y * nll) / sum(w_y) over real tokens,
+    with count sum(w_y) (a device tensor), so the epoch's train loss is the exact weighted
+    mean and gradient accumulation divides by the total weight. Per-token, so no CRF."""
+    copies: dict[torch.device, torch.Tensor] = {weights.device: weights}
+
+    def loss(outputs: TaggerOutput, labels: torch.Tensor) -> Loss:
+        table = copies.get(labels.device)
+        if table is None:  # moved once per device, not per step
+            table = copies[labels.device] = weights.to(labels.device)
+        scores = outputs.emissions.float()
+        nll = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), labels.reshape(-1),
+                              ignore_index=-1, reduction="none")  # 0 on padding
+        w = (table[labels.clamp(min=0)] * (labels >= 0)).reshape(-1)
+        total = w.sum()
+        return Loss((w * nll).sum() / total, total)
+
+    return loss
 
 
 def _token_accuracy(outputs: TaggerOutput, labels: torch.Tensor) -> tuple[Any, Any]:

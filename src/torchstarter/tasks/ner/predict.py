@@ -14,7 +14,7 @@ import torch
 from torchstarter.config import Params
 from torchstarter.engine.task import DataInfo
 from torchstarter.errors import UserError
-from torchstarter.tasks.ner.data import MAX_WORD_CHARS, Encoder
+from torchstarter.tasks.ner.data import MAX_WORD_CHARS, Encoder, option
 from torchstarter.tasks.ner.entities import spans
 
 
@@ -100,7 +100,8 @@ def _path_is(item: str, test: Callable[[Path], bool]) -> bool:
 def predict(model: torch.nn.Module, params: Params, inputs: list[str], device: torch.device,
             data_info: DataInfo) -> list[dict[str, Any]]:
     sentences = read_sentences(inputs)
-    enc = Encoder(data_info)
+    enc = Encoder(data_info)  # lowercased lookups when data_info says so, as in training
+    with_cases = bool(option(params, "case_features"))
     model.eval()
     rows = []
     for start in range(0, len(sentences), params.batch_size):
@@ -115,6 +116,11 @@ def predict(model: torch.nn.Module, params: Params, inputs: list[str], device: t
                 chars[i, j, :len(ids)] = torch.tensor(ids, dtype=torch.long)
         batch = {"words": words.to(device), "chars": chars.to(device),
                  "lengths": torch.tensor([len(s) for s in chunk], device=device)}
+        if with_cases:
+            cases = torch.zeros(len(chunk), width, dtype=torch.long)
+            for i, tokens in enumerate(chunk):
+                cases[i, :len(tokens)] = torch.tensor(enc.cases(tokens))
+            batch["cases"] = cases.to(device)
         predicted = model(batch).predictions().cpu()
         for tokens, ids in zip(chunk, predicted, strict=True):
             tags = [data_info["tags"][int(k)] for k in ids[:len(tokens)]]

@@ -50,11 +50,13 @@ def build_model(params: Params) -> Net:
 
 def training_loss(params: Params, train_data: Any) -> Callable[[Any, Any], Loss]:
     """Plain cross-entropy unless label smoothing or class weights are asked for."""
-    if params.label_smoothing == 0 and params.class_weights == "none":
+    given = params.to_dict()  # a project's own schema may leave these keys out
+    smoothing, weighting = given.get("label_smoothing", 0.0), given.get("class_weights")
+    if smoothing == 0 and weighting in (None, "none"):
         return loss_fn
     weights = balanced_class_weights(train_data.labels, params.num_classes) \
-        if params.class_weights == "balanced" else None
-    return ClassificationLoss(params.label_smoothing, weights)
+        if weighting == "balanced" else None
+    return ClassificationLoss(smoothing, weights)
 
 
 def demo_inputs(data_dir: Path) -> list[str]:

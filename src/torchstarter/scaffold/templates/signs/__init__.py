@@ -38,6 +38,16 @@ class ProjectTask(SignsTask):
                              default=6, min=2),
         "augmentation": Field(bool, "Random horizontal flips of training batches.",
                               default=True),
+        # Training-only shapes of the loss (SignsTask.training_loss reads them).
+        "label_smoothing": Field(float, "Training targets mix this share of a uniform "
+                                 "distribution into the one-hot label (0: off); validation "
+                                 "and test losses stay plain cross-entropy.", default=0.0,
+                                 min=0, max=0.99),
+        "class_weights": Field(str, "'balanced': weigh each training example by n / "
+                               "(classes * n_class) of the train split, so rare classes "
+                               "count as much as common ones; validation and test losses "
+                               "stay unweighted.", default="none",
+                               choices=("none", "balanced")),
     }
     # Computed on train and val every epoch and written to history.json.
     metrics = {"accuracy": Metric(accuracy)}
