@@ -89,3 +89,20 @@ def test_turning_ema_off_on_restore_continues_from_the_trained_weights(
                     overrides={"ema_decay": None, "num_epochs": 2})
     assert trainer.ema is None and trainer.epoch == 2
     assert "trained_model" not in load_checkpoint(model_dir / "last.pt")
+
+
+def test_averaging_every_n_steps_uses_the_decay_of_n_steps():
+    model = nn.Linear(2, 2)
+    average = WeightAverage(model, decay=0.9, every=2)
+    start = [p.detach().clone() for p in average.module.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    average.update()  # step 1 of 2: nothing moves yet
+    assert all(torch.equal(a, b) for a, b in zip(average.module.parameters(), start,
+                                                 strict=True))
+    average.update()
+    for mine, before, now in zip(average.module.parameters(), start, model.parameters(),
+                                 strict=True):
+        torch.testing.assert_close(mine, 0.81 * before + 0.19 * now)
+    assert average.updates == 2

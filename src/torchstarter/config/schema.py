@@ -82,6 +82,10 @@ COMMON_SCHEMA: dict[str, Field] = {
                        "best.pt, evaluate and predict then use the averaged weights. null: "
                        "off.", default=None, min=0, max=0.999999, min_exclusive=True,
                        nullable=True),
+    "ema_every": Field(int, "Average every this many optimizer steps, with the decay of "
+                       "as many steps (ema_decay ** ema_every): the same horizon for less "
+                       "memory traffic, for models whose weights are large next to a step's "
+                       "work (NER's embedding). 1: every step.", default=1, min=1),
     "ema_warmup": Field(bool, "Let the average follow the weights faster at first: decay "
                         "min(ema_decay, (1 + n) / (10 + n)) after n updates.", default=False),
     "step_size": Field(int, "Epochs between decays of the step scheduler.", default=10, min=1),

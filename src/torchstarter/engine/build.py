@@ -42,7 +42,7 @@ def build_trainer(task: Task, params: Params, device: torch.device,
         raise ValueError("per-step schedules need train_data to count an epoch's steps")
     train_loss = task.training_loss(params, train_data, data_info) \
         if train_data is not None else task.loss
-    ema = WeightAverage(model, params.ema_decay, params.ema_warmup) \
+    ema = WeightAverage(model, params.ema_decay, params.ema_warmup, params.ema_every) \
         if params.ema_decay is not None else None
     return Trainer(task, params, model, optimizer, scheduler, device=device, dist=dist,
                    train_model=train_model, scaler=loss_scaler(device, params.precision),

@@ -19,11 +19,12 @@ import torch
 class WeightAverage:
     """Holds `module`, a copy of the model whose parameters are the running average."""
 
-    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = False):
-        self.decay, self.warmup = decay, warmup
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = False,
+                 every: int = 1):
+        self.decay, self.warmup, self.every = decay, warmup, every
         self.module = copy.deepcopy(model).eval()
         self.module.requires_grad_(False)
-        self.updates = 0  # optimizer steps averaged so far
+        self.updates = 0  # optimizer steps seen (averaged every `every` of them)
         self._params = [p for p in self.module.parameters()]
         self._sources: list[torch.Tensor] = []
         self.track(model)
@@ -42,9 +43,13 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self) -> None:
-        weight = 1.0 - self.current_decay()
-        torch._foreach_lerp_(self._params, self._sources, weight)
+        """After an optimizer step. With every = N, one lerp each N steps with the decay of
+        N steps, decay ** N: the same horizon for a N-th of the memory traffic."""
         self.updates += 1
+        if self.updates % self.every:
+            return
+        weight = 1.0 - self.current_decay() ** self.every
+        torch._foreach_lerp_(self._params, self._sources, weight)
 
     @torch.no_grad()
     def averaged(self) -> torch.nn.Module:
@@ -61,7 +66,8 @@ class WeightAverage:
         self.updates = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"updates": self.updates, "decay": self.decay, "warmup": self.warmup}
+        return {"updates": self.updates, "decay": self.decay, "warmup": self.warmup,
+                "every": self.every}
 
     def load_state_dict(self, state: dict[str, Any], weights: dict[str, torch.Tensor]
                         ) -> None:

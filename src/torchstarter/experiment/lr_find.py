@@ -183,9 +183,12 @@ def _draw(sweep: Sweep, path: Path, current: float) -> None:
                    label=f"suggested {sweep.suggestion:.2g}")
     ax.axvline(current, color="0.4", ls=":", label=f"params.json {current:.2g}")
     ax.set_xscale("log")
-    finite = [v for v in sweep.smoothed if math.isfinite(v)]
+    finite = [v for v in sweep.smoothed + sweep.losses if math.isfinite(v)]
     if finite:  # keep the diverging tail from flattening the interesting part
-        ax.set_ylim(min(finite) * 0.9, min(max(finite), min(finite) * sweep.divergence) * 1.1)
+        low = min(finite)
+        top = min(max(finite), min(v for v in sweep.smoothed if math.isfinite(v))
+                  * sweep.divergence) if any(map(math.isfinite, sweep.smoothed)) else max(finite)
+        ax.set_ylim(low * 0.9 if low > 0 else low * 1.1, top * 1.1)
     ax.set_xlabel("learning rate")
     ax.set_ylabel("training loss")
     ax.set_title(f"lr-find: {path.parent.name}")
