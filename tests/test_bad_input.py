@@ -752,6 +752,14 @@ def _(w: World, tmp: Path) -> Scenario:
                     "keys 'warmup_steps' and 'warmup_fraction' are both set", [run])
 
 
+@case("class-weights-with-crf", "train")
+def _(w: World, tmp: Path) -> Scenario:
+    run = copy(w.ner_run, tmp / "run")
+    set_params(run, crf=True, class_weights="balanced")
+    return Scenario(train_over(run, w.ner_data), str(run / "params.json"),
+                    "a CRF's loss is per sentence", [run])
+
+
 @case("lr-find-trained-run", "no-force")
 def _(w: World, tmp: Path) -> Scenario:
     run = copy(w.signs_run, tmp / "run")

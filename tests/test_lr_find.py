@@ -96,3 +96,16 @@ def test_bad_sweep_settings_are_one_line(make_experiment, sample_data, capsys, f
     err = capsys.readouterr().err.strip()
     assert words in err and "\n" not in err
     assert sorted(p.name for p in model_dir.iterdir()) == ["params.json"]
+
+
+def test_a_sweep_into_nan_stops_and_writes_valid_json(make_experiment, sample_data):
+    model_dir = make_experiment(**FAST)
+    assert main(["lr-find", "--model-dir", str(model_dir), "--data-dir", str(sample_data),
+                 "--steps", "40", "--start-lr", "1", "--end-lr", "1e30",
+                 "--divergence", "1e300"]) == 0
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    result = json.loads((model_dir / "lr_find.json").read_text(), parse_constant=refuse)
+    assert "not finite" in result["stopped"] or "above" in result["stopped"]

@@ -84,7 +84,9 @@ def test_the_learning_rate_of_every_step_goes_to_tensorboard(make_experiment, sa
     events.Reload()
     logged = events.Scalars("lr")
     assert [e.step for e in logged] == list(range(1, trainer.optimizer_steps + 1))
-    assert logged[-1].value == pytest.approx(trainer.optimizer.param_groups[0]["lr"])
+    # each point is the rate its step used: one-cycle starts at learning_rate / 25
+    assert logged[0].value == pytest.approx(1e-3 / 25)
+    assert max(e.value for e in logged) == pytest.approx(1e-3, rel=1e-3)
 
 
 def test_more_epochs_on_restore_stretch_a_per_step_cosine(make_experiment, sample_data):
@@ -126,3 +128,66 @@ def test_a_checkpoint_from_before_the_recipes_resumes(make_experiment, sample_da
     trainer = train(model_dir, sample_data, restore="last", console=False,
                     overrides={"num_epochs": 2})
     assert trainer.epoch == 2
+
+
+@pytest.mark.parametrize("total", range(1, 13))
+def test_onecycle_takes_every_run_length_and_warmup(total):
+    for warm in range(0, total + 2):
+        seen = lrs({"scheduler": "onecycle", "warmup_steps": warm}, steps_per_epoch=total,
+                   epochs=1)
+        assert len(seen) == total and all(math.isfinite(x) and x > 0 for x in seen)
+
+
+def test_onecycle_leaves_momentum_and_betas_alone():
+    _, params = resolve_params({"task": "signs", "learning_rate": 1.0, "batch_size": 1,
+                                "num_epochs": 1, "scheduler": "onecycle"}, "test")
+    weight = torch.zeros(1, requires_grad=True)
+    sgd = torch.optim.SGD([weight], lr=1.0, momentum=0.0)
+    adam = torch.optim.AdamW([weight], lr=1.0)
+    for optimizer in (sgd, adam):
+        (scheduler,) = build_step_schedulers(params, optimizer, 10)
+        for _ in range(5):
+            optimizer.step()
+            scheduler.step()
+    assert sgd.param_groups[0]["momentum"] == 0.0
+    assert adam.param_groups[0]["betas"] == (0.9, 0.999)
+
+
+def test_warmup_longer_than_the_run_warns(caplog):
+    with caplog.at_level("WARNING", logger="torchstarter"):
+        seen = lrs({"warmup_steps": 20})
+    assert "warmup_steps 20 is more than the run's 10 optimizer steps" in caplog.text
+    assert seen[-1] == pytest.approx(1.0)
+
+
+def test_stretching_a_cosine_keeps_a_warmup_that_is_still_rising():
+    from torchstarter.engine.optim import extend_schedules
+
+    _, params = resolve_params({"task": "signs", "learning_rate": 1.0, "batch_size": 1,
+                                "num_epochs": 1, "scheduler": "cosine",
+                                "scheduler_interval": "step", "warmup_steps": 50}, "t")
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    per_step = build_step_schedulers(params, optimizer, 100)
+    for _ in range(10):
+        optimizer.step()
+        for scheduler in per_step:
+            scheduler.step()
+    extend_schedules(None, per_step, 2, 200)  # restored with num_epochs 2
+    expected = (1 + math.cos(math.pi * 10 / 200)) / 2 * 11 / 50
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    for _ in range(39):
+        optimizer.step()
+        for scheduler in per_step:
+            scheduler.step()
+    expected = (1 + math.cos(math.pi * 49 / 200)) / 2  # warmup done: the plain cosine
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("extra", [{"scheduler": "onecycle"}, {"warmup_steps": 3}])
+def test_a_per_step_schedule_refuses_another_batch_size_on_restore(make_experiment,
+                                                                    sample_data, extra):
+    model_dir = make_experiment(num_epochs=2, num_threads=1, **extra)
+    train(model_dir, sample_data, console=False, stop_after_epoch=1)
+    with pytest.raises(UserError, match="batch_size 32 -> 16"):
+        train(model_dir, sample_data, restore="last", console=False,
+              overrides={"batch_size": 16})

@@ -74,6 +74,7 @@ def test_stopped_mid_epoch_pauses_at_a_group_end_and_resumes_bitwise(
     assert main(["train", "--model-dir", str(stopped), "--data-dir", str(sample_data)]) == 130
     partial = load_checkpoint(stopped / "last.pt")["partial_epoch"]
     assert (partial["epoch"], partial["step"]) == (2, 6)  # the group finished first
+    assert [step for step, _ in partial["step_lrs"]] == [14, 15, 16]  # for TensorBoard
     monkeypatch.setattr(training, "GracefulStop", GracefulStop)
     assert main(["train", "--model-dir", str(stopped), "--data-dir", str(sample_data),
                  "--restore", "last"]) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -37,7 +39,46 @@ def test_without_options_the_task_trains_on_its_plain_loss():
     task, params = resolve_params({"task": "signs", "learning_rate": 1e-3, "batch_size": 4,
                                    "num_epochs": 1}, "t")
     data = TensorData(torch.zeros(4, 3, 64, 64, dtype=torch.uint8), torch.arange(4))
-    assert task.training_loss(params, data, None) is loss_fn
+    assert task.training_loss(params, data, None) == task.loss
+
+
+def test_a_task_built_on_signs_trains_on_its_own_loss():
+    """A `torchstarter new` project subclasses SignsTask and edits its loss: training must
+    use that loss, not the built-in one, when no training-only option is set."""
+    from torchstarter.tasks.signs import SignsTask
+
+    class Mine(SignsTask):
+        def loss(self, outputs, labels):
+            return loss_fn(outputs, labels)._replace(count=99)
+
+    task = Mine()
+    _, params = resolve_params({"task": "signs", "learning_rate": 1e-3, "batch_size": 4,
+                                "num_epochs": 1}, "t")
+    data = TensorData(torch.zeros(4, 3, 64, 64, dtype=torch.uint8), torch.arange(4))
+    assert task.training_loss(params, data, None) == task.loss
+
+
+def test_a_module_task_training_loss_hook_is_called(tmp_path):
+    from torchstarter.tasks.module_task import ModuleTask
+
+    module = types.ModuleType("mine")
+    module.SCHEMA, module.METRICS, module.DEFAULT_METRIC = {}, {}, "loss"
+    module.load_split = lambda params, data_dir, split: None
+    module.build_model = lambda params: torch.nn.Linear(2, 2)
+    module.loss_fn = lambda outputs, labels: F.cross_entropy(outputs, labels)
+    seen = []
+
+    def training_loss(params, train_data):  # data_info may be left out, as elsewhere
+        seen.append(train_data)
+        return lambda outputs, labels: 2 * F.cross_entropy(outputs, labels)
+
+    module.training_loss = training_loss
+    task = ModuleTask("mine", module)
+    fn = task.training_loss(None, "the train split", None)
+    logits, labels = torch.randn(3, 2), torch.tensor([0, 1, 1])
+    value, count = fn(logits, labels)
+    assert seen == ["the train split"] and count == 3
+    assert float(value) == pytest.approx(2 * float(F.cross_entropy(logits, labels)))
 
 
 @pytest.mark.parametrize("extra", [{"label_smoothing": 0.3}, {"class_weights": "balanced"}])

@@ -60,8 +60,8 @@ COMMON_SCHEMA: dict[str, Field] = {
                   max=2**63 - 1),
     "scheduler": Field(str, "Learning-rate schedule: step and plateau decay per epoch; "
                        "cosine per epoch or per optimizer step (scheduler_interval); onecycle "
-                       "(rise then anneal, torch's OneCycleLR with learning_rate as its peak) "
-                       "per optimizer step.", default="none",
+                       "(rise then anneal, torch's OneCycleLR with learning_rate as its peak; "
+                       "momentum is not cycled) per optimizer step.", default="none",
                        choices=("none", "step", "cosine", "plateau", "onecycle")),
     "scheduler_interval": Field(str, "When the schedule moves: 'epoch' or 'step' (after each "
                                 "optimizer step); null: step for onecycle, epoch otherwise.",

@@ -8,12 +8,15 @@ so a per-step warmup and a per-epoch schedule compose by multiplication.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 import torch
 
 from torchstarter.config import Params
+
+log = logging.getLogger("torchstarter")
 
 
 def build_optimizer(params: Params, model: torch.nn.Module,
@@ -37,9 +40,32 @@ RESUME_FIXED_KEYS = ("optimizer", "learning_rate", "weight_decay", "momentum", "
                      "scheduler_interval", "warmup_steps", "warmup_fraction")
 
 
-def extend_schedule(scheduler, num_epochs: int) -> None:
+def extend_schedules(per_epoch: Any, per_step: list[Any], num_epochs: int,
+                     total_steps: int) -> None:
+    """After a restore with more epochs, let a cosine schedule (per epoch or per step) run
+    to the new end; a warmup still rising keeps scaling the rate it puts back."""
+    stretched = extend_schedule(per_epoch, num_epochs)
+    for scheduler in per_step:
+        stretched = extend_schedule(scheduler, total_steps) or stretched
+    if not stretched:
+        return
+    for scheduler in per_step:
+        if isinstance(scheduler, torch.optim.lr_scheduler.LinearLR):
+            done = min(scheduler.last_epoch, scheduler.total_iters) / scheduler.total_iters
+            factor = scheduler.start_factor + (scheduler.end_factor - scheduler.start_factor) \
+                * done
+            for group in scheduler.optimizer.param_groups:
+                group["lr"] *= factor
+    for scheduler in (per_epoch, *per_step):
+        if scheduler is not None:
+            scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+
+
+def extend_schedule(scheduler: Any, num_epochs: int) -> bool:
     """After a restore with more epochs, let a cosine schedule run to the new end
-    (`num_epochs` counts the scheduler's own steps: epochs, or optimizer steps)."""
+    (`num_epochs` counts the scheduler's own steps: epochs, or optimizer steps);
+    whether it changed anything."""
+    num_epochs = max(num_epochs, getattr(scheduler, "last_epoch", 0))  # never past its end
     if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and \
             scheduler.T_max != num_epochs:
         scheduler.T_max = num_epochs
@@ -50,6 +76,8 @@ def extend_schedule(scheduler, num_epochs: int) -> None:
                                strict=True):
             group["lr"] = scheduler.eta_min + (base - scheduler.eta_min) * progress
         scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+        return True
+    return False
 
 
 def per_step(params: Params) -> bool:
@@ -73,13 +101,20 @@ def build_step_schedulers(params: Params, optimizer: torch.optim.Optimizer,
     schedule; one-cycle has a rising phase of its own, which the warmup then sets.
     """
     total = params.num_epochs * steps_per_epoch
-    warm = min(warmup_steps(params, total), total)
+    wanted = warmup_steps(params, total)
+    if wanted > total:
+        log.warning("warmup_steps %d is more than the run's %d optimizer steps: the rate "
+                    "rises over the whole run and never reaches learning_rate", wanted, total)
+    warm = min(wanted, total)
     schedulers: list[torch.optim.lr_scheduler.LRScheduler] = []
     if params.scheduler == "onecycle":
-        rise = warm / total if warm else 0.3  # torch's default share of the rise
+        rise = warm if warm else 0.3 * total  # torch's default share of the rise
+        # Each of torch's two phases needs a length above zero (one step: no shape at all).
+        rise = min(max(rise, 1.5), total - 0.5) if total >= 2 else 0.3
+        # Only the rate cycles: momentum (Adam's beta1) stays what params say.
         return [torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
-            pct_start=min(max(rise, 1 / total), 0.99))]
+            pct_start=rise / total, cycle_momentum=False)]
     if params.scheduler == "cosine" and per_step(params):
         schedulers.append(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total))
     if warm > 1:

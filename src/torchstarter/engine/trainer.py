@@ -53,6 +53,10 @@ log = logging.getLogger("torchstarter")
 Scheduler = torch.optim.lr_scheduler.LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau
 
 
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite: training stopped before the weights took it."""
+
+
 @dataclass(frozen=True)
 class Micro:
     """Where a batch sits in its accumulation group: the first clears the gradients, the
@@ -106,6 +110,7 @@ class Trainer:
         self.optimizer_steps = 0  # over the whole run
         self.step_lrs: list[tuple[int, float]] = []  # this epoch's, with per-step schedules
         self._group_count: Any = 0  # what the current accumulation group's losses average
+        self._group_unit: torch.Tensor | None = None  # the count of its first micro-batch
         self.epoch_lr = 0.0  # the rate the current epoch started with (history's "lr")
         self.scaler = scaler or loss_scaler(device, params.precision)  # disabled but fp16
         self.autocast = autocast_for(device, params.precision)  # disabled for fp32
@@ -161,19 +166,28 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer_steps += 1
+        if self.step_schedulers:  # the rate this step used, before the schedule moves it
+            self.step_lrs.append((self.optimizer_steps, self.optimizer.param_groups[0]["lr"]))
         for scheduler in self.step_schedulers:
             scheduler.step()
-        if self.step_schedulers:
-            self.step_lrs.append((self.optimizer_steps, self.optimizer.param_groups[0]["lr"]))
         if self.ema is not None:
             self.ema.update()
 
+    def _accumulate(self, count: Any) -> torch.Tensor:
+        """The weight of a micro-batch's mean loss in its group's sum: its count, over the
+        count of the group's first micro-batch, so that fp16 gradients keep their scale."""
+        count = as_float64(count, self.device)
+        if self._group_unit is None:
+            self._group_unit = count.clamp(min=1e-12)
+        self._group_count = self._group_count + count
+        return count / self._group_unit
+
     def _group_scale(self) -> torch.Tensor:
-        """1 / (what the group's losses average); DDP then averages over processes, so
-        under DDP the factor is world_size / (the count over every process)."""
-        total = as_float64(self._group_count, self.device)
-        self._group_count = 0
-        return (self.dist.world_size / total).float()
+        """unit / (what the group's losses average); DDP then averages over processes, so
+        under DDP the factor is world_size x unit / (the count over every process)."""
+        scale = self.dist.world_size * self._group_unit / self._group_count
+        self._group_count, self._group_unit = 0, None
+        return scale.float()
 
     def _sync_unless(self, skip: bool) -> contextlib.AbstractContextManager:
         """DDP's gradient all-reduce is needed on a group's last batch only."""
@@ -235,28 +249,28 @@ class Trainer:
         """
         if not self.dist.enabled:
             if self.accumulating:  # summed now, divided by the group's count at its end
-                self._group_count = self._group_count + count
-                return loss * count, loss.detach(), bool(self.stop)
+                return loss * self._accumulate(count).to(loss.dtype), loss.detach(), \
+                    bool(self.stop)
             return loss, loss.detach(), bool(self.stop)
         n = as_float64(count, self.device) * (not placeholder)
         shared = torch.stack([loss.detach().double() * n, n,
                               as_float64(float(bool(self.stop)), self.device)])
         self.dist.all_reduce_sum(shared)
         stop = bool(check and shared[2] > 0)
-        if self.accumulating:
-            self._group_count = self._group_count + shared[1]
-            return loss * n.to(loss.dtype), shared[0] / shared[1], stop
+        if self.accumulating:  # this process's share, in units of the group's first batch
+            self._accumulate(shared[1])  # the group counts every process's examples
+            return loss * (n / self._group_unit).to(loss.dtype), shared[0] / shared[1], stop
         # DDP averages gradients over processes; this weight makes that average the
         # gradient of the global batch's mean loss.
         weight = (n * self.dist.world_size / shared[1]).to(loss.dtype)
         return loss * weight, shared[0] / shared[1], stop
 
-    def _not_finite(self, loss: float, epoch: int, step: int) -> UserError:
+    def _not_finite(self, loss: float, epoch: int, step: int) -> NonFiniteLoss:
         where = "" if self.check_every == 1 else \
             " (a GPU checks every save_summary_steps steps)"
         kept = f"last.pt (end of epoch {self.epoch}) is the last good checkpoint" \
             if self.epoch else "no epoch had finished, so no checkpoint was written"
-        return UserError(f"loss is {loss:g} at epoch {epoch}, step {step}{where}; stopped "
+        return NonFiniteLoss(f"loss is {loss:g} at epoch {epoch}, step {step}{where}; stopped "
                          f"before updating: {kept}; lower learning_rate, set grad_clip_norm, "
                          f"or look for NaN or infinite values in the data")
 
@@ -288,7 +302,8 @@ class Trainer:
                augment_gen: torch.Generator, groups: list[torch.Tensor]) -> None:
         self.partial_epoch = {"epoch": epoch, "step": step, "totals": totals.reduced_state(),
                               "augment_rng": augment_gen.get_state(),
-                              "batches": _fingerprint(groups), "lr": self.epoch_lr}
+                              "batches": _fingerprint(groups), "lr": self.epoch_lr,
+                              "step_lrs": list(self.step_lrs)}
         raise StopRequested(self._signum(), f"at epoch {epoch}, step {step}")
 
     def _signum(self) -> int:
@@ -313,6 +328,8 @@ class Trainer:
             lr = partial.get("lr", self.optimizer.param_groups[0]["lr"]) \
                 if partial.get("epoch") == epoch else self.optimizer.param_groups[0]["lr"]
             self.epoch_lr = lr
+            if partial.get("epoch") == epoch:  # the rates of the steps before the pause
+                self.step_lrs = [tuple(x) for x in partial.get("step_lrs", [])]
             train_metrics = self.train_epoch(train_data, epoch)
             train_seconds = time.perf_counter() - started
             val_metrics = self.evaluate(val_data)

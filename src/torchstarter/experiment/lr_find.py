@@ -27,7 +27,7 @@ from torchstarter.engine.batching import batch_groups, epoch_order, iterate_grou
 from torchstarter.engine.build import build_trainer
 from torchstarter.engine.metrics import MetricTotals
 from torchstarter.engine.rng import AUGMENT_STREAM, epoch_generator, get_rng_state, set_rng_state
-from torchstarter.engine.trainer import Micro
+from torchstarter.engine.trainer import Micro, NonFiniteLoss
 from torchstarter.errors import UserError
 from torchstarter.experiment import files
 from torchstarter.experiment.lock import run_lock
@@ -72,7 +72,7 @@ def lr_find(model_dir: Path, data_dir: Path, start_lr: float = 1e-7, end_lr: flo
     if steps < SKIP_START + 5:
         raise UserError(f"--steps {steps}: too few for a suggestion; use at least "
                         f"{SKIP_START + 5} (100 is usual)")
-    if divergence <= 1:
+    if not divergence > 1:  # NaN too
         raise UserError(f"--divergence {divergence:g}: must be above 1 (4 stops once the "
                         f"loss is four times its best)")
     task, params = load_experiment(model_dir / files.PARAMS)
@@ -87,21 +87,29 @@ def lr_find(model_dir: Path, data_dir: Path, start_lr: float = 1e-7, end_lr: flo
                         f"sweep anyway (it writes only {RESULT} and {PICTURE})")
     rng = get_rng_state()
     try:
-        with run_lock(model_dir):
+        with run_lock(model_dir):  # no train starts here until params.json is settled
             sweep = _sweep(task, params, data_dir, Sweep(start_lr, end_lr, steps, divergence))
+            sweep.suggestion = suggest(sweep.lrs, sweep.smoothed)
+            write_json(model_dir / RESULT, {**_finite(asdict(sweep)), "applied": False,
+                                            "learning_rate_now": params.learning_rate})
+            _draw(sweep, model_dir / PICTURE, params.learning_rate)
+            if apply:
+                if sweep.suggestion is None:
+                    raise UserError(f"{model_dir}: the sweep gave no suggestion "
+                                    f"({sweep.stopped}); params.json is unchanged: look at "
+                                    f"{PICTURE} and widen --start-lr/--end-lr")
+                _apply(model_dir, sweep)
     finally:
         set_rng_state(rng)
-    sweep.suggestion = suggest(sweep.lrs, sweep.smoothed)
-    write_json(model_dir / RESULT, {**asdict(sweep), "learning_rate_now": params.learning_rate,
-                                    "applied": False})
-    _draw(sweep, model_dir / PICTURE, params.learning_rate)
-    if apply:
-        if sweep.suggestion is None:
-            raise UserError(f"{model_dir}: the sweep gave no suggestion ({sweep.stopped}); "
-                            f"params.json is unchanged: look at {PICTURE} and widen "
-                            f"--start-lr/--end-lr")
-        _apply(model_dir, sweep)
     return sweep
+
+
+def _finite(result: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN or infinity: a diverged step's loss is written as null."""
+    def clean(v: Any) -> Any:
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+    return {k: [clean(x) for x in v] if isinstance(v, list) else clean(v)
+            for k, v in result.items()}
 
 
 def _sweep(task: Any, params: Any, data_dir: Path, sweep: Sweep) -> Sweep:
@@ -132,7 +140,7 @@ def _sweep(task: Any, params: Any, data_dir: Path, sweep: Sweep) -> Sweep:
                     group["lr"] = lr * scale
             try:
                 trainer.train_step(inputs, labels, totals, augment, False, epoch, step, micro)
-            except UserError:  # a non-finite loss: the rate is far too high
+            except NonFiniteLoss:  # the rate is far too high
                 sweep.stopped = f"loss not finite at lr {lr:.3g}"
                 return sweep
             if not micro.last:

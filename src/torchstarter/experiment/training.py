@@ -18,7 +18,7 @@ from torchstarter.engine.checkpoint import check_compatible, load_checkpoint, sa
 from torchstarter.engine.distributed import SINGLE, Distributed, from_environment, shutdown
 from torchstarter.engine.interrupt import GracefulStop, StopRequested
 from torchstarter.engine.memory_format import choose_channels_last
-from torchstarter.engine.optim import RESUME_FIXED_KEYS, extend_schedule
+from torchstarter.engine.optim import RESUME_FIXED_KEYS, extend_schedules, per_step
 from torchstarter.engine.rng import seed_everything
 from torchstarter.engine.task import DataInfo, Task
 from torchstarter.engine.threads import configure_threads
@@ -177,6 +177,10 @@ class TrainingRun:
                             f"same data dir")
         self.data = load_splits(self.task, self.params, self.data_dir, ("train", "val"),
                                 self.data_info)
+        try:  # a training loss the params cannot have (e.g. class weights with a CRF)
+            self.task.training_loss(self.params, self.data["train"], self.data_info)
+        except UserError as exc:  # says so before anything in the model dir moves
+            raise UserError(f"{self.model_dir / files.PARAMS}: {exc}") from None
 
     def fit(self) -> Trainer:
         """Train, with run.json saying how the attempt ended if it ends early."""
@@ -278,10 +282,10 @@ class TrainingRun:
             path = files.checkpoint_path(self.model_dir, self.restore)
             check_compatible(trainer.model, state["model"], path)
             trainer.load_state_dict(state)
-            extend_schedule(trainer.scheduler, params.num_epochs)
             steps = params.num_epochs * optimizer_steps_per_epoch(params, self.data["train"])
-            for scheduler in trainer.step_schedulers:  # a per-step cosine counts steps
-                extend_schedule(scheduler, steps)
+            _check_cycle_length(state, params, steps, path)
+            extend_schedules(trainer.scheduler, trainer.step_schedulers, params.num_epochs,
+                             steps)
             if self.main:
                 write_metrics_files(self.model_dir, trainer)
             _log_param_changes(state["params"], params)
@@ -385,11 +389,24 @@ def _check_resumable(state: Mapping[str, Any], new: Params, path: Path) -> None:
                                  if state.get("partial_epoch") else ())
     if new.scheduler == "onecycle":  # its rise and fall are laid over the whole run
         fixed += ("num_epochs",)
-    changed = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in fixed if old.get(k) != new[k]]
+    if per_step(new) or new.warmup_steps or new.warmup_fraction is not None:
+        fixed += ("batch_size", "accumulation_steps")  # they set the count of steps
+    changed = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in dict.fromkeys(fixed)
+               if old.get(k) != new[k]]
     if changed:
         raise UserError(f"{path}: --restore continues a run with its optimizer and schedule, "
                         f"but params changed {'; '.join(changed)}; set them back, or start a "
                         f"new run from these weights in another model dir")
+
+
+def _check_cycle_length(state: Mapping[str, Any], params: Params, steps: int,
+                        path: Path) -> None:
+    """A one-cycle schedule spans the run's steps; other data would change their count."""
+    saved = (state.get("step_schedulers") or [{}])[0].get("total_steps")
+    if params.scheduler == "onecycle" and saved is not None and saved != steps:
+        raise UserError(f"{path}: its onecycle schedule spans {saved} optimizer steps, but "
+                        f"this data and these params make {steps}; restore with the data "
+                        f"dir it was trained on, or start a new run")
 
 
 def _log_param_changes(old: Mapping[str, Any], new: Params) -> None:

@@ -39,7 +39,8 @@ SHAPES = {  # what each required part is, for the error that names a missing one
     "loss_fn": "def loss_fn(outputs, labels)",
 }
 # Hook -> its arguments before data_info, for hooks whose last argument is data_info.
-TAKES_DATA_INFO = {"load_split": 3, "build_model": 1, "evaluation_report": 4, "predict": 4}
+TAKES_DATA_INFO = {"load_split": 3, "build_model": 1, "evaluation_report": 4, "predict": 4,
+                   "training_loss": 2}
 OPTIONAL = ("describe_data", "augment", "training_loss", "configure_optimizer",
             "evaluation_report", "predict", "format_predictions", "add_build_arguments",
             "build_dataset",
@@ -90,10 +91,13 @@ class ModuleTask(Task):
         return self._hooks["build_model"](params, data_info)
 
     def loss(self, outputs: Any, labels: Any) -> Loss:
-        result = self._hooks["loss"](outputs, labels)
-        if isinstance(result, tuple):
-            return Loss(*result)
-        return Loss(result, labels.shape[0] if hasattr(labels, "shape") else len(labels))
+        return _as_loss(self._hooks["loss"](outputs, labels), labels)
+
+    def training_loss(self, params, train_data, data_info):  # type: ignore[no-untyped-def]
+        if "training_loss" not in self._own:
+            return self.loss
+        fn = self._hooks["training_loss"](params, train_data, data_info)
+        return lambda outputs, labels: _as_loss(fn(outputs, labels), labels)
 
     def describe_data(self, params, data_dir):  # type: ignore[no-untyped-def]
         return self._call("describe_data", params, data_dir)
@@ -191,3 +195,11 @@ def check_task(task: Task, where: str) -> None:
     if task.default_metric not in task.metric_names:
         raise UserError(f"task '{task.name}': DEFAULT_METRIC '{task.default_metric}' is not "
                         f"'loss' or a key of METRICS ({', '.join(task.metrics)})")
+
+
+def _as_loss(result: Any, labels: Any) -> Loss:
+    """A module's loss in either form: the mean alone (over the batch's examples), or
+    (mean, count)."""
+    if isinstance(result, tuple):
+        return Loss(*result)
+    return Loss(result, labels.shape[0] if hasattr(labels, "shape") else len(labels))

@@ -111,12 +111,12 @@ def training_loss(params: Params, train_data: Any, data_info: DataInfo
     if option(params, "class_weights") == "none":
         return loss_fn
     if params.get("crf", False):
-        raise UserError("params: class_weights 'balanced' with crf true: a CRF's loss is per "
+        raise UserError("key 'class_weights': 'balanced' with crf true: a CRF's loss is per "
                         "sentence, not per token, so tag weights cannot apply; set "
                         "class_weights to 'none' or crf to false")
     tags = getattr(train_data, "tags", None)
     if not isinstance(tags, torch.Tensor):
-        raise UserError(f"params: class_weights 'balanced' counts tags on the train split, but "
+        raise UserError(f"key 'class_weights': 'balanced' counts tags on the train split, but "
                         f"it is a {type(train_data).__name__} without a .tags tensor; set "
                         f"class_weights to 'none' or override training_loss in your task")
     return weighted_loss_fn(balanced_class_weights(tags, len(data_info["tags"])))

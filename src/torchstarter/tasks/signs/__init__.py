@@ -17,6 +17,7 @@ import torch
 from torchstarter.config import Field, Params
 from torchstarter.engine.losses import ClassificationLoss, balanced_class_weights
 from torchstarter.engine.task import DataInfo, Loss, Metric, Task
+from torchstarter.errors import UserError
 from torchstarter.tasks.signs.build import add_build_arguments, summary_lines
 from torchstarter.tasks.signs.build import build_dataset as _build
 from torchstarter.tasks.signs.data import augment, load_split
@@ -48,14 +49,23 @@ def build_model(params: Params) -> Net:
     return Net(params.num_channels, params.dropout_rate, params.num_classes)
 
 
-def training_loss(params: Params, train_data: Any) -> Callable[[Any, Any], Loss]:
-    """Plain cross-entropy unless label smoothing or class weights are asked for."""
+def training_loss(params: Params, train_data: Any, plain: Callable[[Any, Any], Loss] = loss_fn
+                  ) -> Callable[[Any, Any], Loss]:
+    """`plain` (the task's own loss) unless label smoothing or class weights are asked for;
+    those are cross-entropy over the logits, with the labels counted on `train_data`."""
     given = params.to_dict()  # a project's own schema may leave these keys out
     smoothing, weighting = given.get("label_smoothing", 0.0), given.get("class_weights")
     if smoothing == 0 and weighting in (None, "none"):
-        return loss_fn
-    weights = balanced_class_weights(train_data.labels, params.num_classes) \
-        if weighting == "balanced" else None
+        return plain
+    weights = None
+    if weighting == "balanced":
+        labels = getattr(train_data, "labels", None)
+        if not isinstance(labels, torch.Tensor):
+            raise UserError(f"key 'class_weights': 'balanced' counts the labels of the train "
+                            f"split, but it is a {type(train_data).__name__} without a "
+                            f".labels tensor; set class_weights to 'none', or write the "
+                            f"task's training_loss hook")
+        weights = balanced_class_weights(labels, params.num_classes)
     return ClassificationLoss(smoothing, weights)
 
 
@@ -86,7 +96,7 @@ class SignsTask(Task):
 
     def training_loss(self, params: Params, train_data: Any, data_info: DataInfo | None
                       ) -> Callable[[Any, Any], Loss]:
-        return training_loss(params, train_data)
+        return training_loss(params, train_data, self.loss)
 
     def augment(self, params: Params, inputs: torch.Tensor, generator: torch.Generator
                 ) -> torch.Tensor:
@@ -116,5 +126,5 @@ TASK = SignsTask()
 __all__ = [
     "DEFAULT_METRIC", "METRICS", "SCHEMA", "add_build_arguments",
     "augment", "build_dataset", "build_model", "demo_inputs", "load_split", "loss_fn",
-    "predict", "training_loss", "write_sample_data",
+    "predict", "write_sample_data",
 ]
