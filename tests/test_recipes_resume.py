@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 import torch
+from test_graceful_stop import StopAfterChecks
 
 from torchstarter.cli.main import main
 from torchstarter.engine.checkpoint import load_checkpoint
@@ -16,25 +18,6 @@ from torchstarter.experiment.training import train
 RECIPES = {"num_epochs": 3, "ema_decay": 0.9, "ema_warmup": True, "accumulation_steps": 2,
            "scheduler": "cosine", "scheduler_interval": "step", "warmup_steps": 5,
            "label_smoothing": 0.1, "class_weights": "balanced", "num_threads": 1}
-
-
-class StopAt:
-    """Stands in for GracefulStop: reports SIGINT from the n-th check on."""
-
-    def __init__(self, n: int):
-        self.n, self.checks, self.signum = n, 0, None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def __bool__(self):
-        self.checks += 1
-        if self.checks >= self.n:
-            self.signum = 2
-        return self.signum is not None
 
 
 def same(a: dict, b: dict) -> bool:
@@ -70,7 +53,7 @@ def test_stopped_mid_epoch_pauses_at_a_group_end_and_resumes_bitwise(
     stopped = make_experiment("stopped", **RECIPES)
     # 25 batches an epoch (13 groups of 2 but the last of 1) plus one check at its end:
     # the stop is asked at step 5 of epoch 2, in the middle of group 3.
-    monkeypatch.setattr(training, "GracefulStop", lambda: StopAt(31))
+    monkeypatch.setattr(training, "GracefulStop", lambda: StopAfterChecks(31, signal.SIGINT))
     assert main(["train", "--model-dir", str(stopped), "--data-dir", str(sample_data)]) == 130
     partial = load_checkpoint(stopped / "last.pt")["partial_epoch"]
     assert (partial["epoch"], partial["step"]) == (2, 6)  # the group finished first
@@ -87,7 +70,7 @@ def test_stopped_mid_epoch_pauses_at_a_group_end_and_resumes_bitwise(
 def test_a_mid_epoch_checkpoint_refuses_other_accumulation_steps(
         make_experiment, sample_data, monkeypatch, capsys):
     stopped = make_experiment("stopped", **RECIPES)
-    monkeypatch.setattr(training, "GracefulStop", lambda: StopAt(31))
+    monkeypatch.setattr(training, "GracefulStop", lambda: StopAfterChecks(31, signal.SIGINT))
     assert main(["train", "--model-dir", str(stopped), "--data-dir", str(sample_data)]) == 130
     capsys.readouterr()
     monkeypatch.setattr(training, "GracefulStop", GracefulStop)
