@@ -109,3 +109,22 @@ def test_a_sweep_into_nan_stops_and_writes_valid_json(make_experiment, sample_da
 
     result = json.loads((model_dir / "lr_find.json").read_text(), parse_constant=refuse)
     assert "not finite" in result["stopped"] or "above" in result["stopped"]
+
+
+def test_params_the_task_refuses_are_named_with_their_file(tmp_path, capsys):
+    from torchstarter.tasks import load_task
+
+    task = load_task("ner")
+    task.write_sample_data(tmp_path / "raw")
+    task.build_dataset(task.build_options(tmp_path / "raw", tmp_path / "data"))
+    task.build_vocab(task.vocab_options(tmp_path / "data", min_count=1))
+    model_dir = tmp_path / "exp"
+    model_dir.mkdir()
+    (model_dir / "params.json").write_text(json.dumps({
+        "task": "ner", "learning_rate": 1e-3, "batch_size": 4, "num_epochs": 1,
+        "crf": True, "class_weights": "balanced"}))
+    assert main(["lr-find", "--model-dir", str(model_dir), "--data-dir",
+                 str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {model_dir / 'params.json'}: key 'class_weights'")
+    assert "\n" not in err

@@ -191,3 +191,14 @@ def test_a_per_step_schedule_refuses_another_batch_size_on_restore(make_experime
     with pytest.raises(UserError, match="batch_size 32 -> 16"):
         train(model_dir, sample_data, restore="last", console=False,
               overrides={"batch_size": 16})
+
+
+def test_a_warmup_fraction_restored_with_more_epochs_never_overshoots(make_experiment,
+                                                                       sample_data):
+    # 25 steps an epoch: 5% of one epoch is a warmup of one step; 3 epochs would make 4.
+    model_dir = make_experiment(num_epochs=1, warmup_fraction=0.05, num_threads=1)
+    train(model_dir, sample_data, console=False)
+    trainer = train(model_dir, sample_data, restore="last", console=False,
+                    overrides={"num_epochs": 3})
+    assert max(row["lr"] for row in trainer.history) == pytest.approx(1e-3)
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)

@@ -94,3 +94,20 @@ def test_validation_loss_stays_plain_cross_entropy(extra):
     with torch.no_grad():
         plain = F.cross_entropy(trainer.model(data.inputs), data.labels)
     assert trainer.evaluate(data)["loss"] == pytest.approx(float(plain), rel=1e-5)
+
+
+def test_a_module_that_imports_the_signs_parts_keeps_their_training_options():
+    from torchstarter.tasks.module_task import ModuleTask
+
+    module = types.ModuleType("mine")
+    exec("from torchstarter.tasks.signs import *", module.__dict__)
+    task = ModuleTask("mine", module)
+    data = TensorData(torch.zeros(4, 3, 64, 64, dtype=torch.uint8), torch.arange(4))
+    _, plain = resolve_params({"task": "signs", "learning_rate": 1e-3, "batch_size": 4,
+                               "num_epochs": 1}, "t")
+    assert task.training_loss(plain, data, None) == task.loss
+    smoothed = plain.replace(label_smoothing=0.3)
+    logits, labels = torch.randn(4, 6), torch.arange(4)
+    value, _ = task.training_loss(smoothed, data, None)(logits, labels)
+    expected = F.cross_entropy(logits, labels, label_smoothing=0.3)
+    assert float(value) == pytest.approx(float(expected))

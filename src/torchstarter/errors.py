@@ -11,3 +11,8 @@ class UserError(Exception):
     """Bad input: a file, folder or value the user can correct."""
 
     exit_code = 2
+
+
+class ParamsError(UserError):
+    """Params that are each valid but cannot train together (e.g. class weights with a
+    CRF), found by a task: the caller adds the params file's name in front."""

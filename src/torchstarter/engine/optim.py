@@ -108,18 +108,24 @@ def build_step_schedulers(params: Params, optimizer: torch.optim.Optimizer,
     warm = min(wanted, total)
     schedulers: list[torch.optim.lr_scheduler.LRScheduler] = []
     if params.scheduler == "onecycle":
+        if total < 2:
+            log.warning("onecycle needs two optimizer steps or more; this run's one step "
+                        "uses learning_rate")
+            return []
         rise = warm if warm else 0.3 * total  # torch's default share of the rise
-        # Each of torch's two phases needs a length above zero (one step: no shape at all).
-        rise = min(max(rise, 1.5), total - 0.5) if total >= 2 else 0.3
+        rise = min(max(rise, 1.5), total - 0.5)  # each of torch's phases needs a length
         # Only the rate cycles: momentum (Adam's beta1) stays what params say.
         return [torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total,
             pct_start=rise / total, cycle_momentum=False)]
     if params.scheduler == "cosine" and per_step(params):
         schedulers.append(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total))
-    if warm > 1:
+    if params.warmup_steps or params.warmup_fraction is not None:
+        # Made whenever warmup is asked for, even one of a single step (a factor of 1),
+        # so the schedulers a restore finds match the checkpoint's whatever the run length.
+        warm = max(warm, 1)
         schedulers.append(torch.optim.lr_scheduler.LinearLR(
-            optimizer, start_factor=1 / warm, end_factor=1.0, total_iters=warm - 1))
+            optimizer, start_factor=1 / warm, end_factor=1.0, total_iters=max(warm - 1, 1)))
     return schedulers
 
 

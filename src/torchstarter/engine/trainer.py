@@ -379,6 +379,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "step_schedulers": [s.state_dict() for s in self.step_schedulers],
+            "step_scheduler_kinds": [type(s).__name__ for s in self.step_schedulers],
             "optimizer_steps": self.optimizer_steps,
             "epoch": self.epoch,
             "early_stopping": self.early_stopping.state_dict(),
@@ -409,9 +410,15 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
-        for scheduler, saved in zip(self.step_schedulers, state.get("step_schedulers") or [],
-                                    strict=False):
-            scheduler.load_state_dict(saved)
+        saved = state.get("step_schedulers") or []
+        kinds = [type(s).__name__ for s in self.step_schedulers]
+        if len(saved) != len(kinds) or state.get("step_scheduler_kinds", kinds) != kinds:
+            raise UserError(f"the checkpoint's per-step schedule "
+                            f"({', '.join(state.get('step_scheduler_kinds', [])) or 'none'}) "
+                            f"is not the one these params make ({', '.join(kinds) or 'none'}); "
+                            f"restore with the params it was trained with")
+        for scheduler, own in zip(self.step_schedulers, saved, strict=True):
+            scheduler.load_state_dict(own)
         self.optimizer_steps = state.get("optimizer_steps", 0)
         self.epoch = state["epoch"]
         self.early_stopping.load_state_dict(state["early_stopping"])

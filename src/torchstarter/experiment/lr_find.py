@@ -31,7 +31,7 @@ from torchstarter.engine.trainer import Micro, NonFiniteLoss
 from torchstarter.errors import UserError
 from torchstarter.experiment import files
 from torchstarter.experiment.lock import run_lock
-from torchstarter.experiment.training import load_splits, setup_torch
+from torchstarter.experiment.training import check_training_loss, load_splits, setup_torch
 from torchstarter.tasks.registry import load_experiment
 from torchstarter.utils.atomic import write_json
 
@@ -76,19 +76,13 @@ def lr_find(model_dir: Path, data_dir: Path, start_lr: float = 1e-7, end_lr: flo
         raise UserError(f"--divergence {divergence:g}: must be above 1 (4 stops once the "
                         f"loss is four times its best)")
     task, params = load_experiment(model_dir / files.PARAMS)
-    trained = files.existing_outputs(model_dir)
-    if trained and apply:
-        raise UserError(f"{model_dir}: holds a trained run ({', '.join(trained[:3])}); "
-                        f"--apply would make params.json disagree with its checkpoints: set "
-                        f"learning_rate in a new experiment folder instead")
-    if trained and not force:
-        raise UserError(f"{model_dir}: holds a trained run ({', '.join(trained[:3])}); "
-                        f"lr-find is for choosing a rate before training: pass --force to "
-                        f"sweep anyway (it writes only {RESULT} and {PICTURE})")
+    _refuse_trained(model_dir, force, apply)
     rng = get_rng_state()
     try:
         with run_lock(model_dir):  # no train starts here until params.json is settled
-            sweep = _sweep(task, params, data_dir, Sweep(start_lr, end_lr, steps, divergence))
+            _refuse_trained(model_dir, force, apply)  # a run may have finished meanwhile
+            sweep = _sweep(task, params, data_dir, Sweep(start_lr, end_lr, steps, divergence),
+                           model_dir / files.PARAMS)
             sweep.suggestion = suggest(sweep.lrs, sweep.smoothed)
             write_json(model_dir / RESULT, {**_finite(asdict(sweep)), "applied": False,
                                             "learning_rate_now": params.learning_rate})
@@ -104,6 +98,18 @@ def lr_find(model_dir: Path, data_dir: Path, start_lr: float = 1e-7, end_lr: flo
     return sweep
 
 
+def _refuse_trained(model_dir: Path, force: bool, apply: bool) -> None:
+    trained = files.existing_outputs(model_dir)
+    if trained and apply:
+        raise UserError(f"{model_dir}: holds a trained run ({', '.join(trained[:3])}); "
+                        f"--apply would make params.json disagree with its checkpoints: set "
+                        f"learning_rate in a new experiment folder instead")
+    if trained and not force:
+        raise UserError(f"{model_dir}: holds a trained run ({', '.join(trained[:3])}); "
+                        f"lr-find is for choosing a rate before training: pass --force to "
+                        f"sweep anyway (it writes only {RESULT} and {PICTURE})")
+
+
 def _finite(result: dict[str, Any]) -> dict[str, Any]:
     """JSON has no NaN or infinity: a diverged step's loss is written as null."""
     def clean(v: Any) -> Any:
@@ -112,7 +118,7 @@ def _finite(result: dict[str, Any]) -> dict[str, Any]:
             for k, v in result.items()}
 
 
-def _sweep(task: Any, params: Any, data_dir: Path, sweep: Sweep) -> Sweep:
+def _sweep(task: Any, params: Any, data_dir: Path, sweep: Sweep, params_file: Path) -> Sweep:
     # No schedule, average or warmup: the sweep itself sets the rate of every step.
     params = params.replace(scheduler="none", scheduler_interval=None, warmup_steps=0,
                             warmup_fraction=None, ema_decay=None, channels_last=bool(
@@ -120,6 +126,7 @@ def _sweep(task: Any, params: Any, data_dir: Path, sweep: Sweep) -> Sweep:
     device = setup_torch(params)
     data_info = task.describe_data(params, data_dir)
     train = place(load_splits(task, params, data_dir, ("train",), data_info)["train"], device)
+    check_training_loss(task, params, train, data_info, params_file)
     trainer = build_trainer(task, params, device, data_info, train_data=train)
     trainer.train_model.train()
     base = [group["lr"] / params.learning_rate for group in trainer.optimizer.param_groups]

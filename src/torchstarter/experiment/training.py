@@ -23,7 +23,7 @@ from torchstarter.engine.rng import seed_everything
 from torchstarter.engine.task import DataInfo, Task
 from torchstarter.engine.threads import configure_threads
 from torchstarter.engine.trainer import EpochResult, Trainer
-from torchstarter.errors import UserError
+from torchstarter.errors import ParamsError, UserError
 from torchstarter.experiment import files
 from torchstarter.experiment.lock import run_lock
 from torchstarter.experiment.run_record import RunRecord
@@ -177,10 +177,14 @@ class TrainingRun:
                             f"same data dir")
         self.data = load_splits(self.task, self.params, self.data_dir, ("train", "val"),
                                 self.data_info)
-        try:  # a training loss the params cannot have (e.g. class weights with a CRF)
-            self.task.training_loss(self.params, self.data["train"], self.data_info)
-        except UserError as exc:  # says so before anything in the model dir moves
-            raise UserError(f"{self.model_dir / files.PARAMS}: {exc}") from None
+        # Refusals that need the data, made before anything in the model dir moves.
+        check_training_loss(self.task, self.params, self.data["train"], self.data_info,
+                            self.model_dir / files.PARAMS)
+        if self.state is not None:
+            steps = self.params.num_epochs * optimizer_steps_per_epoch(self.params,
+                                                                       self.data["train"])
+            _check_cycle_length(self.state, self.params, steps,
+                                files.checkpoint_path(self.model_dir, self.restore))
 
     def fit(self) -> Trainer:
         """Train, with run.json saying how the attempt ended if it ends early."""
@@ -283,7 +287,6 @@ class TrainingRun:
             check_compatible(trainer.model, state["model"], path)
             trainer.load_state_dict(state)
             steps = params.num_epochs * optimizer_steps_per_epoch(params, self.data["train"])
-            _check_cycle_length(state, params, steps, path)
             extend_schedules(trainer.scheduler, trainer.step_schedulers, params.num_epochs,
                              steps)
             if self.main:
@@ -397,6 +400,15 @@ def _check_resumable(state: Mapping[str, Any], new: Params, path: Path) -> None:
         raise UserError(f"{path}: --restore continues a run with its optimizer and schedule, "
                         f"but params changed {'; '.join(changed)}; set them back, or start a "
                         f"new run from these weights in another model dir")
+
+
+def check_training_loss(task: Task, params: Params, train: Any, data_info: DataInfo | None,
+                        params_file: Path) -> None:
+    """The task's training loss can be built: params it refuses are named with their file."""
+    try:
+        task.training_loss(params, train, data_info)
+    except ParamsError as exc:
+        raise UserError(f"{params_file}: {exc}") from None
 
 
 def _check_cycle_length(state: Mapping[str, Any], params: Params, steps: int,

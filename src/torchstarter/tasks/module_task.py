@@ -12,7 +12,8 @@ one place where a module's looser forms are accepted:
     has no use for it), as the tutorial's build_model(params) does;
   - loss_fn may return the mean loss alone (it then averages the batch's examples) or
     (loss, count);
-  - a METRICS value may be a plain function (NaN when empty) or a Metric.
+  - a METRICS value may be a plain function (NaN when empty) or a Metric;
+  - training_loss may return None: nothing to shape, the module's loss_fn trains.
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class ModuleTask(Task):
         if "training_loss" not in self._own:
             return self.loss
         fn = self._hooks["training_loss"](params, train_data, data_info)
+        if fn is None:  # nothing to shape: the module's own loss trains
+            return self.loss
         return lambda outputs, labels: _as_loss(fn(outputs, labels), labels)
 
     def describe_data(self, params, data_dir):  # type: ignore[no-untyped-def]

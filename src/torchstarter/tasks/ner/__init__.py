@@ -25,7 +25,7 @@ import torch
 from torchstarter.config import Field, Params
 from torchstarter.engine.losses import balanced_class_weights
 from torchstarter.engine.task import DataInfo, Loss, Task
-from torchstarter.errors import UserError
+from torchstarter.errors import ParamsError
 from torchstarter.tasks.ner.build import (
     add_build_arguments,
     add_vocab_arguments,
@@ -103,20 +103,21 @@ def build_model(params: Params, data_info: DataInfo) -> Tagger:
 
 
 def training_loss(params: Params, train_data: Any, data_info: DataInfo
-                  ) -> Callable[[Any, torch.Tensor], Loss]:
-    """loss_fn, or with class_weights "balanced" the tag-weighted loss counted on train.
+                  ) -> Callable[[Any, torch.Tensor], Loss] | None:
+    """With class_weights "balanced", the tag-weighted loss counted on train; else None
+    (the task's own loss trains: a module that imports these parts keeps its loss_fn).
 
     A CRF scores whole sentences, so per-token weights have no place in its loss: refused.
     """
     if option(params, "class_weights") == "none":
-        return loss_fn
+        return None
     if params.get("crf", False):
-        raise UserError("key 'class_weights': 'balanced' with crf true: a CRF's loss is per "
+        raise ParamsError("key 'class_weights': 'balanced' with crf true: a CRF's loss is per "
                         "sentence, not per token, so tag weights cannot apply; set "
                         "class_weights to 'none' or crf to false")
     tags = getattr(train_data, "tags", None)
     if not isinstance(tags, torch.Tensor):
-        raise UserError(f"key 'class_weights': 'balanced' counts tags on the train split, but "
+        raise ParamsError(f"key 'class_weights': 'balanced' counts tags on the train split, but "
                         f"it is a {type(train_data).__name__} without a .tags tensor; set "
                         f"class_weights to 'none' or override training_loss in your task")
     return weighted_loss_fn(balanced_class_weights(tags, len(data_info["tags"])))
@@ -168,9 +169,7 @@ class NerTask(Task):
 
     def training_loss(self, params: Params, train_data: Any, data_info: DataInfo | None
                       ) -> Callable[[Any, Any], Loss]:
-        if option(params, "class_weights") == "none":
-            return self.loss  # the task's own loss, as the default hook returns
-        return training_loss(params, train_data, data_info)
+        return training_loss(params, train_data, data_info) or self.loss
 
     def evaluation_report(self, model: torch.nn.Module, params: Params, data: Any,
                           device: torch.device, data_info: DataInfo | None
@@ -213,5 +212,5 @@ __all__ = [
     "add_vocab_arguments", "augment",
     "build_dataset", "build_model", "build_vocab_command", "demo_inputs", "describe_data",
     "evaluation_report", "format_predictions", "load_split", "loss_fn", "predict",
-    "write_sample_data",
+    "training_loss", "write_sample_data",
 ]

@@ -17,7 +17,7 @@ import torch
 from torchstarter.config import Field, Params
 from torchstarter.engine.losses import ClassificationLoss, balanced_class_weights
 from torchstarter.engine.task import DataInfo, Loss, Metric, Task
-from torchstarter.errors import UserError
+from torchstarter.errors import ParamsError
 from torchstarter.tasks.signs.build import add_build_arguments, summary_lines
 from torchstarter.tasks.signs.build import build_dataset as _build
 from torchstarter.tasks.signs.data import augment, load_split
@@ -49,19 +49,19 @@ def build_model(params: Params) -> Net:
     return Net(params.num_channels, params.dropout_rate, params.num_classes)
 
 
-def training_loss(params: Params, train_data: Any, plain: Callable[[Any, Any], Loss] = loss_fn
-                  ) -> Callable[[Any, Any], Loss]:
-    """`plain` (the task's own loss) unless label smoothing or class weights are asked for;
-    those are cross-entropy over the logits, with the labels counted on `train_data`."""
+def training_loss(params: Params, train_data: Any, data_info: DataInfo | None = None
+                  ) -> Callable[[Any, Any], Loss] | None:
+    """Cross-entropy with label smoothing or class weights (labels counted on
+    `train_data`) when either is asked for; else None: the task's own loss trains."""
     given = params.to_dict()  # a project's own schema may leave these keys out
     smoothing, weighting = given.get("label_smoothing", 0.0), given.get("class_weights")
     if smoothing == 0 and weighting in (None, "none"):
-        return plain
+        return None
     weights = None
     if weighting == "balanced":
         labels = getattr(train_data, "labels", None)
         if not isinstance(labels, torch.Tensor):
-            raise UserError(f"key 'class_weights': 'balanced' counts the labels of the train "
+            raise ParamsError(f"key 'class_weights': 'balanced' counts the labels of the train "
                             f"split, but it is a {type(train_data).__name__} without a "
                             f".labels tensor; set class_weights to 'none', or write the "
                             f"task's training_loss hook")
@@ -96,7 +96,7 @@ class SignsTask(Task):
 
     def training_loss(self, params: Params, train_data: Any, data_info: DataInfo | None
                       ) -> Callable[[Any, Any], Loss]:
-        return training_loss(params, train_data, self.loss)
+        return training_loss(params, train_data) or self.loss
 
     def augment(self, params: Params, inputs: torch.Tensor, generator: torch.Generator
                 ) -> torch.Tensor:
@@ -126,5 +126,5 @@ TASK = SignsTask()
 __all__ = [
     "DEFAULT_METRIC", "METRICS", "SCHEMA", "add_build_arguments",
     "augment", "build_dataset", "build_model", "demo_inputs", "load_split", "loss_fn",
-    "predict", "write_sample_data",
+    "predict", "training_loss", "write_sample_data",
 ]
