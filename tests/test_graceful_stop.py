@@ -44,7 +44,7 @@ def run_json(model_dir):
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_stop_mid_epoch_saves_a_checkpoint_that_resumes_to_identical_weights(
         make_experiment, sample_data, monkeypatch, capsys, signum, code):
-    params = {"num_epochs": 3, "augmentation": True}
+    params = {"num_epochs": 3, "augmentation": True, "num_threads": 1}  # see test_resume
     straight = make_experiment("straight", **params)
     stopped = make_experiment("stopped", **params)
     train(straight, sample_data, console=False)
