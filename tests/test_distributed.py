@@ -4,6 +4,7 @@ order of floating-point additions differs (weights agree to 1e-5, metrics to 1e-
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -102,6 +103,33 @@ def test_two_processes_accumulating_micro_batches_match_one_big_batch(tmp_path):
     torchrun("train", "--data-dir", tmp_path, "--model-dir", two)
     assert_same_run(one, two)
     assert load_checkpoint(two / "last.pt")["optimizer_steps"] == 3 * 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_on_loopback_match_one_process(tmp_path):
+    """Two torchrun "nodes" of one process each (static rendezvous on 127.0.0.1), the
+    model dir on a path both see, as on a cluster with a shared file system."""
+    (tmp_path / "tokens.py").write_text(TOKENS_TASK)
+    one, two = make(tmp_path, "one"), make(tmp_path, "two")
+    cli("train", "--data-dir", tmp_path, "--model-dir", one)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    port = free_port()
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank",
+         str(rank), "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port",
+         str(port), "-m", "torchstarter", "train", "--data-dir", str(tmp_path),
+         "--model-dir", str(two)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(outputs)
+    assert_same_run(one, two)
+    assert "2 processes (DDP)" in (two / "train.log").read_text()
+    assert outputs[0].count("epoch 3/3") == 1 and "epoch 3/3" not in outputs[1]
 
 
 def test_a_ddp_run_restores_and_continues(tmp_path):
