@@ -76,3 +76,23 @@ def test_more_epochs_on_restore_stretch_a_cosine_schedule(make_experiment, sampl
     assert trainer.scheduler.T_max == 3
     lrs = [row["lr"] for row in trainer.history]
     assert lrs[0] > lrs[1] > lrs[2] > 0
+
+
+def test_restore_auto_starts_a_new_run_then_continues_it(make_experiment, sample_data, capsys):
+    """What a job a scheduler may requeue passes every time: one command line for both."""
+    from torchstarter.cli.main import main
+
+    model_dir = make_experiment(num_epochs=1)
+    args = ["train", "--model-dir", str(model_dir), "--data-dir", str(sample_data),
+            "--restore", "auto"]
+    assert main(args) == 0
+    assert "--restore auto: no checkpoint yet, a new run" in (model_dir / "train.log").read_text()
+    assert main([*args, "--set", "num_epochs=2"]) == 0
+    log = (model_dir / "train.log").read_text()
+    assert "--restore auto: continuing from last.pt" in log
+    assert "resumed from last after epoch 1" in log
+    assert load_checkpoint(model_dir / "last.pt")["epoch"] == 2
+    assert json.loads((model_dir / "run.json").read_text())["restored_from"] == "last"
+    capsys.readouterr()
+    assert main([*args, "--overwrite"]) == 2
+    assert "--restore auto and --overwrite" in capsys.readouterr().err

@@ -80,7 +80,9 @@ def build_parser(build_task: str | None = None, vocab_task: str | None = None
                                    "every output is written to that folder.")
     flag(p, "data_dir", required=True, type=Path, help="folder built by build-dataset")
     flag(p, "model_dir", required=True, type=Path, help="experiment folder with params.json")
-    restore_flag(p, None, "continue from a checkpoint: last, best, or a file path")
+    restore_flag(p, None, "continue from a checkpoint: last, best, or a file path; auto: "
+                          "last when the model dir has last.pt, else a new run (for jobs "
+                          "that a scheduler may requeue)")
     flag(p, "overwrite", action="store_true",
           help="start over in a model dir that holds a run; its files move to previous_runs/")
     flag(p, "no_tensorboard", action="store_true",

@@ -32,6 +32,7 @@ from torchstarter.tasks.registry import load_experiment
 from torchstarter.utils.atomic import write_json
 
 log = logging.getLogger("torchstarter")
+AUTO = "auto"  # --restore auto: last.pt when there is one, else a new run
 
 
 def setup_torch(params: Params, dist: Distributed = SINGLE) -> torch.device:
@@ -103,6 +104,7 @@ class TrainingRun:
         self.data: dict[str, Any] = {}
         self.trainer: Trainer | None = None
         self.layout_note: str | None = None
+        self.auto_note: str | None = None  # what --restore auto chose, logged at the start
         self.record: RunRecord | None = None
 
     @property
@@ -135,6 +137,11 @@ class TrainingRun:
         if restore is not None and self.overwrite:
             raise UserError(f"--restore {restore} and --overwrite: pass one of them: --restore "
                             f"continues the run in {model_dir}, --overwrite starts over")
+        if restore == AUTO:  # a job that may be a requeued one: continue if there is a run
+            last = model_dir / files.CHECKPOINTS["last"]
+            self.restore = restore = "last" if last.exists() else None
+            self.auto_note = "--restore auto: " + (f"continuing from {last.name}" if restore
+                                                   else "no checkpoint yet, a new run")
         self.previous = files.existing_outputs(model_dir) if self.main else []
         # A run that stopped before its first checkpoint left only a log: nothing to
         # continue, so a fresh run moves those files aside (never deletes them).
@@ -302,6 +309,8 @@ class TrainingRun:
             if archived is not None:
                 log.info("previous run's files moved to %s", archived)
         dist = self.dist
+        if self.auto_note:
+            log.info("%s", self.auto_note)
         if self.layout_note:
             log.info("%s", self.layout_note)
         log.info("data: %s; train %d, val %d examples; device %s, %d threads%s",
