@@ -24,7 +24,7 @@ from torchstarter.engine.batching import batch_groups, epoch_order, iterate_grou
 from torchstarter.engine.build import build_trainer
 from torchstarter.engine.metrics import MetricTotals
 from torchstarter.engine.rng import epoch_generator, seed_everything
-from torchstarter.engine.trainer import WHOLE, Micro
+from torchstarter.engine.trainer import micro_at
 from torchstarter.tasks.registry import resolve_params
 
 VARIANTS = {
@@ -63,8 +63,7 @@ def timed_steps(trainer, train, steps: int | None, epoch: int) -> float:
     started = time.perf_counter()
     for step, (inputs, labels) in enumerate(iterate_groups(train, groups, trainer.device),
                                             start=1):
-        micro = WHOLE if k == 1 else Micro(step % k == 1, step % k == 0
-                                           or step == len(groups))
+        micro = micro_at(step, k, len(groups))
         trainer.train_step(inputs, labels, totals, augment, False, epoch, step, micro)
     totals.compute()  # waits for the last step's work
     return time.perf_counter() - started

@@ -87,6 +87,15 @@ def per_step(params: Params) -> bool:
     return interval == "step"
 
 
+def moves_per_step(params: Params) -> bool:
+    """Whether the rate moves within an epoch: a per-step schedule, or warmup."""
+    return per_step(params) or _warmup_asked(params)
+
+
+def _warmup_asked(params: Params) -> bool:
+    return bool(params.warmup_steps) or params.warmup_fraction is not None
+
+
 def warmup_steps(params: Params, total_steps: int) -> int:
     if params.warmup_fraction is not None:
         return round(params.warmup_fraction * total_steps)
@@ -120,7 +129,7 @@ def build_step_schedulers(params: Params, optimizer: torch.optim.Optimizer,
             pct_start=rise / total, cycle_momentum=False)]
     if params.scheduler == "cosine" and per_step(params):
         schedulers.append(torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total))
-    if params.warmup_steps or params.warmup_fraction is not None:
+    if _warmup_asked(params):
         # Made whenever warmup is asked for, even one of a single step (a factor of 1),
         # so the schedulers a restore finds match the checkpoint's whatever the run length.
         warm = max(warm, 1)

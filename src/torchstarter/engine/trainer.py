@@ -69,6 +69,12 @@ class Micro:
 WHOLE = Micro()  # a batch that is a whole group: what every step is without accumulation
 
 
+def micro_at(step: int, k: int, steps: int) -> Micro:
+    """Batch `step` (from 1) of an epoch of `steps` batches, in groups of k; the last group
+    holds what is left."""
+    return WHOLE if k == 1 else Micro(step % k == 1, step % k == 0 or step == steps)
+
+
 @dataclass
 class EpochResult:
     epoch: int
@@ -138,7 +144,7 @@ class Trainer:
         process without examples in this global batch) only joins DDP's gradient sum.
         """
         inputs = self.task.augment(self.params, inputs, augment_gen)
-        with self._sync_unless(not micro.last):
+        with self._gradient_sync(micro.last):
             with self.autocast():
                 outputs = self.train_model(prepare(inputs, self.params.channels_last))
                 loss, count = self.train_loss(outputs, labels)
@@ -189,9 +195,9 @@ class Trainer:
         self._group_count, self._group_unit = 0, None
         return scale.float()
 
-    def _sync_unless(self, skip: bool) -> contextlib.AbstractContextManager:
+    def _gradient_sync(self, wanted: bool) -> contextlib.AbstractContextManager:
         """DDP's gradient all-reduce is needed on a group's last batch only."""
-        if not (skip and self.dist.enabled):
+        if wanted or not self.dist.enabled:
             return contextlib.nullcontext()
         module = getattr(self.train_model, "_orig_mod", self.train_model)  # under compile
         return module.no_sync()
@@ -219,8 +225,7 @@ class Trainer:
         try:
             for step, (inputs, labels) in enumerate(batches, start=done + 1):
                 placeholder = groups[step - 1][1]
-                micro = WHOLE if k == 1 else Micro(step % k == 1, step % k == 0
-                                                   or step == last_step)
+                micro = micro_at(step, k, last_step)
                 stop = self.train_step(inputs, labels, totals, augment_gen, placeholder, epoch,
                                        step, micro) or stop
                 progress.step(step, 0 if placeholder else batch_size_of(labels))

@@ -27,11 +27,11 @@ from torchstarter.engine.batching import batch_groups, epoch_order, iterate_grou
 from torchstarter.engine.build import build_trainer
 from torchstarter.engine.metrics import MetricTotals
 from torchstarter.engine.rng import AUGMENT_STREAM, epoch_generator, get_rng_state, set_rng_state
-from torchstarter.engine.trainer import Micro, NonFiniteLoss
+from torchstarter.engine.trainer import NonFiniteLoss, micro_at
 from torchstarter.errors import UserError
 from torchstarter.experiment import files
 from torchstarter.experiment.lock import run_lock
-from torchstarter.experiment.training import check_training_loss, load_splits, setup_torch
+from torchstarter.experiment.training import load_splits, setup_torch, training_loss
 from torchstarter.tasks.registry import load_experiment
 from torchstarter.utils.atomic import write_json
 
@@ -126,8 +126,8 @@ def _sweep(task: Any, params: Any, data_dir: Path, sweep: Sweep, params_file: Pa
     device = setup_torch(params)
     data_info = task.describe_data(params, data_dir)
     train = place(load_splits(task, params, data_dir, ("train",), data_info)["train"], device)
-    check_training_loss(task, params, train, data_info, params_file)
-    trainer = build_trainer(task, params, device, data_info, train_data=train)
+    loss = training_loss(task, params, train, data_info, params_file)
+    trainer = build_trainer(task, params, device, data_info, train_data=train, train_loss=loss)
     trainer.train_model.train()
     base = [group["lr"] / params.learning_rate for group in trainer.optimizer.param_groups]
     k, best, average, i, epoch = params.accumulation_steps, math.inf, 0.0, 0, 0
@@ -139,8 +139,7 @@ def _sweep(task: Any, params: Any, data_dir: Path, sweep: Sweep, params_file: Pa
         batches = iterate_groups(train, groups, device, params.num_workers)
         totals = MetricTotals({}, device)
         for step, (inputs, labels) in enumerate(batches, start=1):
-            micro = Micro(k == 1 or step % k == 1, k == 1 or step % k == 0
-                          or step == len(groups))
+            micro = micro_at(step, k, len(groups))
             if micro.first:
                 lr = sweep.rate(i)
                 for group, scale in zip(trainer.optimizer.param_groups, base, strict=True):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from torchstarter.config import Params
+from torchstarter.engine.optim import moves_per_step
 from torchstarter.engine.trainer import EpochResult
 from torchstarter.experiment.files import LEARNING_CURVE, TENSORBOARD
 from torchstarter.experiment.learning_curve import learning_curve
@@ -44,7 +45,7 @@ class EpochTrackers:
                 # Its own folder: purging counts optimizer steps there, not epochs.
                 self.step_writer = SummaryWriter(
                     log_dir=str(self.model_dir / TENSORBOARD / "per_step"),
-                    purge_step=steps_done + 1) if result_has_steps(params) else None
+                    purge_step=steps_done + 1) if moves_per_step(params) else None
         self.plots = params.plots
         self.drawn_at = time.monotonic()
         self.pending: list[dict[str, Any]] | None = None  # history not drawn yet
@@ -93,9 +94,3 @@ class EpochTrackers:
             if writer is not None:
                 writer.close()
         self.writer = self.step_writer = None
-
-
-def result_has_steps(params: Params) -> bool:
-    """Whether the learning rate moves within an epoch (a per-step schedule or warmup)."""
-    return params.scheduler == "onecycle" or params.scheduler_interval == "step" or \
-        bool(params.warmup_steps) or params.warmup_fraction is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from torchstarter.engine.checkpoint import check_compatible, load_checkpoint, sa
 from torchstarter.engine.distributed import SINGLE, Distributed, from_environment, shutdown
 from torchstarter.engine.interrupt import GracefulStop, StopRequested
 from torchstarter.engine.memory_format import choose_channels_last
-from torchstarter.engine.optim import RESUME_FIXED_KEYS, extend_schedules, per_step
+from torchstarter.engine.optim import RESUME_FIXED_KEYS, extend_schedules, moves_per_step
 from torchstarter.engine.rng import seed_everything
 from torchstarter.engine.task import DataInfo, Task
 from torchstarter.engine.threads import configure_threads
@@ -105,6 +105,7 @@ class TrainingRun:
         self.trainer: Trainer | None = None
         self.layout_note: str | None = None
         self.auto_note: str | None = None  # what --restore auto chose, logged at the start
+        self.train_loss: Callable[[Any, Any], Any] | None = None  # built with the data
         self.record: RunRecord | None = None
 
     @property
@@ -185,8 +186,8 @@ class TrainingRun:
         self.data = load_splits(self.task, self.params, self.data_dir, ("train", "val"),
                                 self.data_info)
         # Refusals that need the data, made before anything in the model dir moves.
-        check_training_loss(self.task, self.params, self.data["train"], self.data_info,
-                            self.model_dir / files.PARAMS)
+        self.train_loss = training_loss(self.task, self.params, self.data["train"],
+                                        self.data_info, self.model_dir / files.PARAMS)
         if self.state is not None:
             steps = self.params.num_epochs * optimizer_steps_per_epoch(self.params,
                                                                        self.data["train"])
@@ -233,7 +234,8 @@ class TrainingRun:
     def _fit_logged(self, archived: Path | None) -> Trainer:
         self.params = params = self._settle_memory_format()
         self.trainer = trainer = build_trainer(self.task, params, self.device, self.data_info,
-                                               self.dist, self.data["train"])
+                                               self.dist, self.data["train"],
+                                               self.train_loss)
         if self.stop is not None:
             trainer.stop = self.stop
         self._restore_or_start(trainer, archived)
@@ -401,7 +403,7 @@ def _check_resumable(state: Mapping[str, Any], new: Params, path: Path) -> None:
                                  if state.get("partial_epoch") else ())
     if new.scheduler == "onecycle":  # its rise and fall are laid over the whole run
         fixed += ("num_epochs",)
-    if per_step(new) or new.warmup_steps or new.warmup_fraction is not None:
+    if moves_per_step(new):
         fixed += ("batch_size", "accumulation_steps")  # they set the count of steps
     changed = [f"{k} {old.get(k)!r} -> {new[k]!r}" for k in dict.fromkeys(fixed)
                if old.get(k) != new[k]]
@@ -411,11 +413,11 @@ def _check_resumable(state: Mapping[str, Any], new: Params, path: Path) -> None:
                         f"new run from these weights in another model dir")
 
 
-def check_training_loss(task: Task, params: Params, train: Any, data_info: DataInfo | None,
-                        params_file: Path) -> None:
-    """The task's training loss can be built: params it refuses are named with their file."""
+def training_loss(task: Task, params: Params, train: Any, data_info: DataInfo | None,
+                  params_file: Path) -> Callable[[Any, Any], Any]:
+    """The task's training loss; params it refuses are named with their file."""
     try:
-        task.training_loss(params, train, data_info)
+        return task.training_loss(params, train, data_info)
     except ParamsError as exc:
         raise UserError(f"{params_file}: {exc}") from None
 
