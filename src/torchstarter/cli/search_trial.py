@@ -4,8 +4,8 @@ can raise. search/runner.py starts it by module name (python -m), never by impor
 With 3 trials on 2 slots, the third runs alone once the second ends; keeping it on one
 thread would leave a core idle for a whole trial. So when a slot frees up and no trial
 is left to start, the search writes a larger count into .search_threads in the trial
-folder and sends SIGUSR1; the handler applies it between two torch operations.
-SIGUSR1 would kill a process without a handler, so the search launches the child with
+folder and sends SIGUSR2; the handler applies it between two torch operations.
+SIGUSR2 would kill a process without a handler, so the search launches the child with
 the signal blocked, and it is unblocked here once the handler is in place.
 """
 
@@ -47,11 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.write(sys.stdout.fileno(), f"search: a slot is free; now {torch.get_num_threads()} "
                                       f"threads\n".encode())
 
-    signal.signal(signal.SIGUSR1, apply_threads)
+    signal.signal(signal.SIGUSR2, apply_threads)
     # The search stops its trials with SIGINT. A search started in the background ignores
     # SIGINT itself, and its children inherit that; a trial obeys its search regardless.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
 
     # run.json records the command as `python -m torchstarter train ...`, which is what runs.
     sys.argv = [str(Path(torchstarter.__file__).with_name("__main__.py")), *argv]
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         # Python puts the default action (terminate) back while it shuts down, and a slot
         # freed by a trial ending at the same moment would then kill this finished one.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
 
 
 if __name__ == "__main__":

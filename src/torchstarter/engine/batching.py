@@ -117,8 +117,10 @@ def batch_groups(data: Any, order: torch.Tensor, batch_size: int) -> list[torch.
 
 
 def _quiet_worker(_: int) -> None:
-    """Workers leave Ctrl-C to the training process, which stops cleanly on its own."""
+    """Workers leave Ctrl-C (and a scheduler's SIGUSR1) to the training process, which
+    stops cleanly on its own."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 

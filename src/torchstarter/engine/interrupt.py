@@ -1,6 +1,8 @@
-"""Stop a run cleanly on Ctrl-C or SIGTERM: finish the step, save, then exit.
+"""Stop a run cleanly on Ctrl-C, SIGTERM or SIGUSR1: finish the step, save, then exit.
 
-The first SIGINT/SIGTERM only sets a flag that the training loop reads after each
+SIGUSR1 is what batch schedulers are usually told to send some time before a job's
+limit or preemption (SLURM: --signal=B:USR1@120), so it stops a run as SIGTERM does.
+The first stop signal only sets a flag that the training loop reads after each
 step; a second SIGINT raises KeyboardInterrupt at once, for a user who cannot wait.
 A signal that was ignored when the run started (a job started in the background by a
 shell, or under nohup, ignores SIGINT) stays ignored: whoever started the run asked
@@ -13,7 +15,7 @@ import signal
 import threading
 from types import FrameType, TracebackType
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
 
 class StopRequested(Exception):
