@@ -28,7 +28,7 @@ from torchstarter.search.folders import (
 from torchstarter.search.runner import Children, child_env, run_trial, train_command
 from torchstarter.search.scheduler import WAIT, Search, SearchJob, Work
 from torchstarter.search.space import Objective, parse_search
-from torchstarter.search.study import latest_by_folder, open_storage, open_study
+from torchstarter.search.study import latest_by_folder, open_storage, open_study, retry_of
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 GRID = ["--grid", "learning_rate=1e-4,1e-3,1e-2"]
@@ -139,6 +139,8 @@ def test_ctrl_c_stops_the_search_and_a_rerun_continues_only_what_did_not_finish(
 
 
 def test_a_killed_search_is_rerun_without_training_anything_twice(tmp_path, sample_data):
+    """The killed search's trial is recorded as lost, and its retry takes the result its
+    orphaned child wrote, without training again."""
     parent = make_parent(tmp_path, num_epochs=2)
     second = parent / FOLDERS[1]
     proc = start(parent, sample_data, *GRID)
@@ -153,7 +155,12 @@ def test_a_killed_search_is_rerun_without_training_anything_twice(tmp_path, samp
     for name in FOLDERS:
         assert launches(parent / name) == 1 and fresh_runs(parent / name) == 1, name
     study = trials(parent)
-    assert len(study) == 3 and all(t.state == TrialState.COMPLETE for t in study)
+    lost = [t for t in study if t.state != TrialState.COMPLETE]
+    assert len(study) == 4 and len(lost) == 1 and lost[0].state == TrialState.FAIL
+    retry = [t for t in study if retry_of(t) is not None]
+    assert len(retry) == 1 and retry_of(retry[0]) == lost[0].number
+    assert retry[0].state == TrialState.COMPLETE
+    assert retry[0].user_attrs["folder"] == lost[0].user_attrs["folder"] == FOLDERS[1]
 
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, sample_data):

@@ -87,6 +87,9 @@ def build_parser(build_task: str | None = None, vocab_task: str | None = None
           help="start over in a model dir that holds a run; its files move to previous_runs/")
     flag(p, "no_tensorboard", action="store_true",
          help="do not write TensorBoard scalars (same as --set tensorboard=false)")
+    flag(p, "requeue", action="store_true",
+         help="in a SLURM job: after a stop signal (e.g. sbatch --signal=B:USR1@120) has "
+              "saved the run, requeue the job with scontrol; needs --restore auto")
     set_flag(p)
 
     p = sub.add_parser("evaluate", help="compute metrics of a checkpoint on a split",
@@ -196,13 +199,20 @@ _build_vocab = _task_step("build_vocab")
 
 
 def _train(args: argparse.Namespace) -> int:
+    from torchstarter.cli.slurm import is_first_process, requeue, requeue_job
     from torchstarter.config import parse_overrides
     from torchstarter.experiment.training import train
 
+    job = requeue_job(args.requeue, "train", args.restore)
     overrides = parse_overrides(args.overrides)
     if args.no_tensorboard:
         overrides["tensorboard"] = False
-    train(args.model_dir, args.data_dir, args.restore, overrides, overwrite=args.overwrite)
+    try:
+        train(args.model_dir, args.data_dir, args.restore, overrides, overwrite=args.overwrite)
+    except StopRequested:
+        if job is not None and is_first_process():
+            print(requeue(job), flush=True)
+        raise
     return 0
 
 

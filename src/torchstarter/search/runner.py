@@ -19,10 +19,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 
 from torchstarter.experiment import files
 from torchstarter.experiment.run_record import read_run_record
@@ -36,8 +38,8 @@ from torchstarter.search.folders import (
 from torchstarter.utils.atomic import atomic_open, write_json
 from torchstarter.utils.locking import FileLock
 
-STOPPED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM}
-# A trial's process: `train` with a SIGUSR1 handler that reads a new thread count from
+STOPPED_CODES = {128 + signal.SIGINT, 128 + signal.SIGTERM, 128 + signal.SIGUSR1}
+# A trial's process: `train` with a SIGUSR2 handler that reads a new thread count from
 # THREADS_FILE in the trial folder. Named, not imported: search sits below the CLI.
 CHILD_MODULE = "torchstarter.cli.search_trial"
 
@@ -102,7 +104,7 @@ class Children:
                 if share > child.threads and proc.poll() is None:
                     with atomic_open(child.folder / THREADS_FILE, "w") as fh:
                         fh.write(f"{share}\n")
-                    _send(proc, signal.SIGUSR1)
+                    _send(proc, signal.SIGUSR2)
                     child.threads = share
                     raised.append((child.folder, share))
         return raised
@@ -167,6 +169,14 @@ class EpochReporter:
         return new
 
 
+def _report(reporter: EpochReporter) -> bool:
+    """Report new epochs; a trial declared lost meanwhile (see study.py) takes no more."""
+    try:
+        return reporter.report_new()
+    except UpdateFinishedTrialError:
+        return False
+
+
 def mark_pruned(folder: Path, epochs: int) -> None:
     """Let run.json say the search stopped the trial on purpose, not that it was cut off."""
     record = read_run_record(folder)
@@ -178,8 +188,11 @@ def mark_pruned(folder: Path, epochs: int) -> None:
 
 def run_trial(trial: optuna.Trial, folder: Path, data_dir: Path, metric: str, threads: int,
               gpu: str | None, claim: FileLock, children: Children, prune: bool,
-              poll_seconds: float = 0.5) -> TrialResult:
-    """Run `train` on the folder (fresh, continued or started over) and say how it ended."""
+              poll_seconds: float = 0.5,
+              on_poll: Callable[[], None] = lambda: None) -> TrialResult:
+    """Run `train` on the folder (fresh, continued or started over) and say how it ended.
+
+    on_poll runs every poll_seconds while the child lives (the search's heartbeat)."""
     command = train_command(folder, data_dir)
     log = Path(folder) / TRIAL_LOG
     started = time.monotonic()
@@ -187,8 +200,8 @@ def run_trial(trial: optuna.Trial, folder: Path, data_dir: Path, metric: str, th
         out.write(f"==== search trial {trial.number}: {shlex.join(command)} ====\n")
         out.flush()
         # The child inherits the claim, so the folder stays claimed while either lives,
-        # and SIGUSR1 blocked, until the child (CHILD_MODULE) has its handler in place.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        # and SIGUSR2 blocked, until the child (CHILD_MODULE) has its handler in place.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
         try:
             proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, env=child_env(threads, gpu),
@@ -206,12 +219,13 @@ def run_trial(trial: optuna.Trial, folder: Path, data_dir: Path, metric: str, th
                 break
             except subprocess.TimeoutExpired:
                 pass
-            if reporter.report_new() and prune and not pruned and trial.should_prune():
+            on_poll()
+            if _report(reporter) and prune and not pruned and trial.should_prune():
                 pruned = True
                 _send(proc, signal.SIGTERM)  # train saves a resumable checkpoint and exits
     finally:
         children.remove(proc)
-    reporter.report_new()
+    _report(reporter)
     seconds = time.monotonic() - started
     code = proc.returncode
     if code == 0:

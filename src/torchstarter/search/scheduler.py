@@ -61,6 +61,7 @@ class SearchJob:
     storage: str | None = None
     retry_failed: bool = False
     poll_seconds: float = 0.5
+    heartbeat: int | None = st.HEARTBEAT_S  # seconds; database storage only
 
 
 @dataclass
@@ -112,7 +113,7 @@ class Search:
         self.job = job
         self._say = say
         self._say_lock = threading.Lock()
-        self.storage, self.where = st.open_storage(job.parent, job.storage)
+        self.storage, self.where = st.open_storage(job.parent, job.storage, job.heartbeat)
         self.study, self.spec = st.open_study(self.storage, job.study_name, job.spec,
                                               job.objective, self.where,
                                               own_storage=job.storage is None)
@@ -182,6 +183,7 @@ class Search:
 
     def next_work(self) -> Work | str | None:
         """The next trial to run (claimed), WAIT, or None when nothing is left."""
+        st.fail_stale_trials(self.study)  # trials whose worker stopped its heartbeat
         latest = self._latest()
         waiting = False
         if self.grid is not None:
@@ -270,14 +272,27 @@ class Search:
         for folder, threads in self.children.share_out(self.budget):
             self.say(f"{folder.name}: now {threads} threads (a slot is free)")
 
-    def _start_trial(self, work: Work, stale: FrozenTrial | None) -> optuna.Trial:
-        """A new study trial for a folder; an abandoned one it replaces is closed as failed."""
-        trial = st.ask_with_values(self.study, self.storage, work.values, work.distributions)
+    def _start_trial(self, work: Work, latest: FrozenTrial | None
+                     ) -> tuple[optuna.Trial | None, str]:
+        """The claimed folder's trial: the queued retry of a lost one, or a new one; with
+        a note saying which. None when the folder lost its worker too often."""
+        if latest is not None and latest.state == TrialState.RUNNING:
+            # This process holds the folder's claim, so the one that ran the trial is gone.
+            st.retire_lost(self.study, self.storage, latest)
+            latest = self._latest().get(work.name)
+        if latest is not None and latest.state == TrialState.FAIL and st.outcome(
+                latest) == "failed" and not self.job.retry_failed:
+            self.say(f"trial {latest.number}: {work.name} lost its worker {st.MAX_RETRIES + 1} "
+                     f"times; given up (--retry-failed runs it again)")
+            return None, ""
+        queued = latest if latest is not None and latest.state == TrialState.WAITING else None
+        trial = st.ask_with_values(self.study, self.storage, work.values, work.distributions,
+                                   queued)
         trial.set_user_attr(st.FOLDER_ATTR, work.name)
         trial.set_user_attr(st.VALUES_ATTR, work.values)
-        if stale is not None and stale.state == TrialState.RUNNING:
-            self.study.tell(stale.number, state=TrialState.FAIL, skip_if_finished=True)
-        return trial
+        if queued is not None and trial.number == queued.number:
+            return trial, f" (retry of trial {st.retry_of(queued)}, whose worker was lost)"
+        return trial, ""
 
     def process(self, work: Work, slot: int) -> None:
         folder = self.job.parent / work.name
@@ -294,39 +309,55 @@ class Search:
                                             not self.job.retry_failed):
                 self._record_from_disk(work, latest, disk)
                 return
-            trial = self._start_trial(work, latest)
+            trial, note = self._start_trial(work, latest)
+            if trial is None:
+                return
+        else:
+            note = ""
         gpu = self.gpus[slot % len(self.gpus)] if len(self.gpus) > 1 else None
         how = {"--restore": "continued", "--overwrite": "started over"}.get(
             next(iter(train_resume_args(folder)), ""), "started")
-        self.say(f"trial {trial.number} {how}: {work.name} ({self.threads} thread"
+        self.say(f"trial {trial.number} {how}: {work.name}{note} ({self.threads} thread"
                  f"{'s' if self.threads > 1 else ''}{f', GPU {gpu}' if gpu else ''})")
+        heartbeat = st.Heartbeat(self.storage, trial)
+
+        def beat() -> None:
+            line = heartbeat.beat()
+            if line:
+                self.say(f"trial {trial.number}: {line}")
+
         result = run_trial(trial, folder, self.job.data_dir, self.job.objective.metric,
                            self.threads, gpu, work.claim, self.children,
-                           prune=self.spec.pruner != "none", poll_seconds=self.job.poll_seconds)
-        self._record(trial, work.name, result)
+                           prune=self.spec.pruner != "none", poll_seconds=self.job.poll_seconds,
+                           on_poll=beat)
+        self._record(trial, work, result)
 
     def _record_from_disk(self, work: Work, latest: FrozenTrial | None, disk: DiskRun) -> None:
         """A folder whose run already ended (e.g. it outlived a killed search): no retraining."""
+        trial, _ = self._start_trial(work, latest)
+        if trial is None:
+            return
+        if disk.error:
+            trial.set_user_attr(st.ERROR_ATTR, disk.error)
         state = TrialState.COMPLETE if disk.state == "finished" else TrialState.FAIL
-        if latest is not None and latest.state == TrialState.RUNNING:
-            self.study.tell(latest.number, disk.value, state=state, skip_if_finished=True)
-            number = latest.number
-        else:
-            trial = st.ask_with_values(self.study, self.storage, work.values,
-                                       work.distributions)
-            trial.set_user_attr(st.FOLDER_ATTR, work.name)
-            trial.set_user_attr(st.VALUES_ATTR, work.values)
-            if disk.error:
-                trial.set_user_attr(st.ERROR_ATTR, disk.error)
-            self.study.tell(trial, disk.value, state=state)
-            number = trial.number
+        self.study.tell(trial, disk.value, state=state)
         if disk.state == "finished":
-            self.say(f"trial {number}: {work.name} had already finished: "
+            self.say(f"trial {trial.number}: {work.name} had already finished: "
                      f"{self.job.objective.metric} {disk.value:.4f} (not retrained)")
         else:
-            self.say(f"trial {number}: {work.name} had already failed: {disk.error}")
+            self.say(f"trial {trial.number}: {work.name} had already failed: {disk.error}")
 
-    def _record(self, trial: optuna.Trial, name: str, result: TrialResult) -> None:
+    def _record(self, trial: optuna.Trial, work: Work, result: TrialResult) -> None:
+        name = work.name
+        if self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+            # Declared lost while it ran (no heartbeat for the grace period, e.g. the
+            # database was away): the result goes to the retry that was queued for it.
+            lost = trial.number
+            trial, _ = self._start_trial(work, self._latest().get(name))
+            if trial is None:
+                return
+            self.say(f"trial {lost} was declared lost while it ran; its result is recorded "
+                     f"as trial {trial.number}")
         took = f"{result.seconds:.1f} s"
         metric = self.job.objective.metric
         if result.state == "finished":
@@ -359,7 +390,7 @@ class Search:
                                     name=f"search-worker-{slot}") for slot in range(self.workers)]
         previous = {}
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
                 if signal.getsignal(sig) is not signal.SIG_IGN:  # ignored stays ignored
                     previous[sig] = signal.signal(sig, self._on_signal)
         try:
@@ -385,7 +416,9 @@ class Search:
             state = st.outcome(trial)
             out.counts[state] += 1
             if state == "failed":
-                error = trial.user_attrs.get(st.ERROR_ATTR) or read_run(
+                lost = (f"its worker was lost {st.MAX_RETRIES + 1} times"
+                        if st.retry_of(trial) is not None else None)
+                error = trial.user_attrs.get(st.ERROR_ATTR) or lost or read_run(
                     self.job.parent / name, self.job.objective.metric).error
                 out.failures.append((name, error or "unknown error"))
         done = [latest[n] for n in names if st.outcome(latest.get(n)) == "finished"]

@@ -9,12 +9,23 @@ of choices changes within a study, and a grid may gain values between two runs. 
 values are a user attr ("values") instead, which every trial carries. The study also
 records its method and space, so a rerun with another space is refused rather than
 counted together with trials it never asked for.
+
+A trial whose worker was lost (killed, its machine gone) is found in one of two ways:
+its folder's claim is free while the trial still says RUNNING (the kernel dropped the
+dead process's lock), or, on a database, Optuna's heartbeat stops. Either way Optuna's
+RetryHeartbeatStaleTrialCallback closes it as FAIL and queues a WAITING copy that names
+the failed one; the worker that claims the folder next takes that copy and continues the
+run from the folder's last checkpoint. Optuna's Study.ask() would hand a waiting copy to
+whichever worker asks first, for any folder, so every ask here goes through FolderStudy,
+which takes only the copy it is given.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -22,8 +33,9 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.samplers import BaseSampler
-from optuna.storages import BaseStorage
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from torchstarter.errors import UserError
@@ -37,6 +49,15 @@ METRIC_ATTR = "metric"
 SPACE_ATTR = "search_space"  # {"method": ..., "space": {key: its search.json form}}
 VALUES_ATTR = "values"  # the trial's exact values; grid trials register no Optuna params
 OPTUNA_DIRECTION = {"max": "maximize", "min": "minimize"}
+HEARTBEAT_S = 60  # database storage: a trial without a heartbeat for 2x this is lost
+CONNECT_TIMEOUT_S = 5  # an unreachable database is one line after this, not a hang
+MAX_RETRIES = 3  # a trial that loses its worker this many times is failed for good
+
+# Our asks run outside Study.optimize, on purpose (see the module docstring), and the
+# heartbeat and retry helpers are marked experimental: neither warning is the user's.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+warnings.filterwarnings("ignore", category=ExperimentalWarning)
+RETRY = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
 
 def masked(url: str) -> str:
@@ -44,11 +65,21 @@ def masked(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
-def open_storage(parent: Path, storage: str | None) -> tuple[BaseStorage, str]:
-    """A database URL, or a journal file (default: search.journal in the parent folder)."""
+def open_storage(parent: Path, storage: str | None,
+                 heartbeat: int | None = HEARTBEAT_S) -> tuple[BaseStorage, str]:
+    """A database URL, or a journal file (default: search.journal in the parent folder).
+
+    A database gets Optuna's heartbeat every `heartbeat` seconds (None: none) and the
+    retry callback; a journal file has no heartbeat, and the folder claims find lost
+    trials there (see the module docstring).
+    """
     if storage and "://" in storage:
+        timeout = ({} if storage.startswith("sqlite") else
+                   {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}})
         try:
-            return optuna.storages.RDBStorage(storage), masked(storage)
+            return optuna.storages.RDBStorage(
+                storage, engine_kwargs=timeout, heartbeat_interval=heartbeat,
+                heartbeat_stale_trial_callback=RETRY if heartbeat else None), masked(storage)
         except ImportError as exc:
             raise UserError(f"--storage {masked(storage)}: no driver for this database ({exc}); "
                             f"install one, e.g. pip install psycopg2-binary (PostgreSQL) or "
@@ -132,6 +163,26 @@ class FixedValues(BaseSampler):
         return self.values[param_name]
 
 
+class FolderStudy(optuna.Study):
+    """A Study whose ask() takes no queued trial but the one it is given (see above)."""
+
+    def __init__(self, study_name: str, storage: BaseStorage, sampler: BaseSampler,
+                 pruner: optuna.pruners.BasePruner, queued: FrozenTrial | None = None):
+        super().__init__(study_name, storage, sampler=sampler, pruner=pruner)
+        self._queued = queued
+
+    def _pop_waiting_trial_id(self) -> int | None:  # Study.ask() calls it first
+        queued, self._queued = self._queued, None
+        if queued is None:
+            return None
+        try:
+            taken = self._storage.set_trial_state_values(queued._trial_id,
+                                                         state=TrialState.RUNNING)
+        except UpdateFinishedTrialError:
+            taken = False
+        return queued._trial_id if taken else None  # taken meanwhile: a new trial
+
+
 def open_study(storage: BaseStorage, study_name: str, spec: SearchSpec, objective: Objective,
                where: str, own_storage: bool = True) -> tuple[optuna.Study, SearchSpec]:
     """Create the study or join it; refuse to mix metrics or spaces in one study.
@@ -154,8 +205,8 @@ def open_study(storage: BaseStorage, study_name: str, spec: SearchSpec, objectiv
                         f"({study.direction.name.lower()}), not {objective.metric} ({direction}); "
                         f"keep its metric, or search with {objective.metric} in {elsewhere}")
     spec = _same_space(study, spec, elsewhere)
-    study.sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
-    return study, spec
+    sampler = make_sampler(spec, len(study.get_trials(deepcopy=False)))
+    return FolderStudy(study_name, storage, sampler, study.pruner), spec
 
 
 def space_record(spec: SearchSpec) -> dict[str, Any]:
@@ -213,15 +264,62 @@ def trial_values(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def ask_with_values(study: optuna.Study, storage: BaseStorage, values: Mapping[str, Any],
-                    distributions: Mapping[str, BaseDistribution]) -> optuna.Trial:
-    """A new trial of the study with exactly these values (the study's pruner still applies).
+                    distributions: Mapping[str, BaseDistribution],
+                    queued: FrozenTrial | None = None) -> optuna.Trial:
+    """A trial of the study with exactly these values: the queued retry when given, else
+    a new one. A second Study object over the same storage samples them, so the shared
+    sampler is never touched; the study's pruner still applies."""
+    pinned = FolderStudy(study.study_name, storage, FixedValues(values), study.pruner, queued)
+    trial = pinned.ask(fixed_distributions=dict(distributions))
+    Heartbeat(storage, trial).beat()  # a taken retry is RUNNING from now on: show it alive
+    return trial
 
-    A second Study object over the same storage samples them, so the shared sampler is
-    never touched and no waiting-trial queue can hand the values to another worker.
-    """
-    pinned = optuna.Study(study.study_name, storage, sampler=FixedValues(values),
-                          pruner=study.pruner)
-    return pinned.ask(fixed_distributions=dict(distributions))
+
+def retire_lost(study: optuna.Study, storage: BaseStorage, trial: FrozenTrial) -> None:
+    """Close a RUNNING trial whose worker is gone as FAIL and queue its retry, as Optuna's
+    heartbeat check does (a no-op when another worker has just done it)."""
+    try:
+        failed = storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+    except UpdateFinishedTrialError:
+        return
+    if failed:
+        RETRY(study, storage.get_trial(trial._trial_id))
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Optuna's heartbeat check: trials silent for the grace period fail and are queued."""
+    optuna.storages.fail_stale_trials(study)
+
+
+def retry_of(trial: FrozenTrial) -> int | None:
+    """The trial this one retries, when its worker was lost."""
+    return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+
+
+class Heartbeat:
+    """Records a running trial's heartbeat at most once per interval (database storage
+    with a heartbeat only). A failed write is said once and retried: the grace period
+    is there for short outages."""
+
+    def __init__(self, storage: BaseStorage, trial: optuna.Trial):
+        self.storage, self.trial_id = storage, trial._trial_id
+        # Only database storage has one (a journal file has no get_heartbeat_interval).
+        self.interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        self.next_at = 0.0
+        self.error: str | None = None
+
+    def beat(self) -> str | None:
+        """Returns a line to say when a write failed for the first time."""
+        if self.interval is None or time.monotonic() < self.next_at:
+            return None
+        try:
+            self.storage.record_heartbeat(self.trial_id)
+        except Exception as exc:  # the database is away: try again on the next poll
+            first, self.error = self.error is None, str(exc).splitlines()[0]
+            return f"heartbeat not recorded ({self.error}); retrying" if first else None
+        self.next_at = time.monotonic() + self.interval
+        self.error = None
+        return None
 
 
 def latest_by_folder(trials: Iterable[FrozenTrial]) -> dict[str, FrozenTrial]:
@@ -242,5 +340,5 @@ def outcome(trial: FrozenTrial | None) -> str:
     if trial.state == TrialState.PRUNED:
         return "pruned"
     if trial.state == TrialState.FAIL and not trial.user_attrs.get(INTERRUPTED_ATTR):
-        return "failed"
-    return "unfinished"
+        return "failed"  # including a trial whose worker was lost MAX_RETRIES times
+    return "unfinished"  # running, interrupted, or a lost trial's queued retry
