@@ -38,6 +38,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
               "mysql://, sqlite:///) or a journal file (default: PARENT/search.journal)")
     flag(p, "study_name", default=None,
          help="name of the study in the storage (default: the parent folder's name)")
+    flag(p, "heartbeat", type=int, default=None, metavar="SECONDS",
+         help="database storage: each running trial's heartbeat interval; a trial silent "
+              "for twice as long is taken as lost and retried (default 60). A journal file "
+              "has none: a lost trial is found by its folder's released claim")
+    flag(p, "requeue", action="store_true",
+         help="in a SLURM job: after a stop signal (e.g. sbatch --signal=B:USR1@120) has "
+              "saved the running trials, requeue the job with scontrol")
     flag(p, "retry_failed", action="store_true",
          help="run failed trials again (continuing from their last checkpoint)")
     set_flag(p, "override the base params.json keys for every trial, e.g. --set "
@@ -70,6 +77,7 @@ def _load(args: argparse.Namespace):
         read_search_file,
         with_grid,
     )
+    from torchstarter.search.study import HEARTBEAT_S
 
     parent = Path(args.parent_dir)
     if not parent.is_dir():
@@ -79,6 +87,13 @@ def _load(args: argparse.Namespace):
         raise UserError(f"{args.data_dir}: data folder not found; check --data-dir")
     if args.jobs < 1:
         raise UserError(f"--jobs {args.jobs}: must be 1 or more")
+    database = args.storage is not None and "://" in args.storage
+    if args.heartbeat is not None and not database:
+        raise UserError(f"--heartbeat {args.heartbeat}: only a database storage has a heartbeat "
+                        f"(a journal file finds lost trials by their folder claims); drop it "
+                        f"or give --storage a database URL")
+    if args.heartbeat is not None and args.heartbeat < 1:
+        raise UserError(f"--heartbeat {args.heartbeat}: must be 1 second or more")
     search_file = parent / SEARCH_FILE
     spec = read_search_file(search_file) if search_file.is_file() else None
     if args.grid:
@@ -107,7 +122,8 @@ def _load(args: argparse.Namespace):
     return SearchJob(parent=parent, data_dir=Path(args.data_dir), spec=spec,
                      objective=objective, base_raw=base_raw,
                      study_name=args.study_name or parent.resolve().name, jobs=args.jobs,
-                     storage=args.storage, retry_failed=args.retry_failed)
+                     storage=args.storage, retry_failed=args.retry_failed,
+                     heartbeat=args.heartbeat or HEARTBEAT_S)
 
 
 def _count(n: int, noun: str) -> str:
@@ -115,9 +131,11 @@ def _count(n: int, noun: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchstarter.cli.slurm import requeue, requeue_job
     from torchstarter.search.scheduler import Search
     from torchstarter.search.study import trial_values
 
+    slurm_job = requeue_job(args.requeue, "search")  # a rerun always continues a search
     job = _load(args)
     search = Search(job, say=lambda line: print(line, flush=True))
     space = ", ".join(search.spec.space)
@@ -149,5 +167,7 @@ def run(args: argparse.Namespace) -> int:
     if summary.stopped_by is not None:
         print(f"stopped by {signal.Signals(summary.stopped_by).name}; rerun the same "
               f"command to continue")
+        if slurm_job is not None:
+            print(requeue(slurm_job), flush=True)
         return 128 + summary.stopped_by
     return 1 if counts["failed"] or counts["unfinished"] else 0

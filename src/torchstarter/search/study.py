@@ -51,6 +51,7 @@ VALUES_ATTR = "values"  # the trial's exact values; grid trials register no Optu
 OPTUNA_DIRECTION = {"max": "maximize", "min": "minimize"}
 HEARTBEAT_S = 60  # database storage: a trial without a heartbeat for 2x this is lost
 CONNECT_TIMEOUT_S = 5  # an unreachable database is one line after this, not a hang
+TABLE_RACE_TRIES = 5  # new database: attempts at creating Optuna's tables (see _open_database)
 MAX_RETRIES = 3  # a trial that loses its worker this many times is failed for good
 
 # Our asks run outside Study.optimize, on purpose (see the module docstring), and the
@@ -74,21 +75,7 @@ def open_storage(parent: Path, storage: str | None,
     trials there (see the module docstring).
     """
     if storage and "://" in storage:
-        timeout = ({} if storage.startswith("sqlite") else
-                   {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}})
-        try:
-            return optuna.storages.RDBStorage(
-                storage, engine_kwargs=timeout, heartbeat_interval=heartbeat,
-                heartbeat_stale_trial_callback=RETRY if heartbeat else None), masked(storage)
-        except ImportError as exc:
-            raise UserError(f"--storage {masked(storage)}: no driver for this database ({exc}); "
-                            f"install one, e.g. pip install psycopg2-binary (PostgreSQL) or "
-                            f"pymysql (MySQL)") from None
-        except Exception as exc:
-            if type(exc).__module__.startswith("sqlalchemy") or isinstance(exc, ValueError):
-                raise UserError(f"--storage {masked(storage)}: cannot open the database "
-                                f"({str(exc).splitlines()[0]})") from None
-            raise
+        return _open_database(storage, heartbeat), masked(storage)
     path = Path(storage) if storage else Path(parent) / DEFAULT_STORAGE
     if not path.parent.is_dir():
         raise UserError(f"--storage {path}: folder {path.parent} does not exist; create it or "
@@ -102,6 +89,39 @@ def open_storage(parent: Path, storage: str | None,
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     return JournalStorage(JournalFileBackend(str(path))), str(path)
+
+
+def _open_database(url: str, heartbeat: int | None) -> BaseStorage:
+    """Optuna's RDBStorage; workers that start together on a new database race to create
+    its tables, and the losers' IntegrityError only means the tables now exist: try again."""
+    import sqlalchemy.exc
+
+    timeout = {} if url.startswith("sqlite") else {"connect_args": {"connect_timeout":
+                                                                     CONNECT_TIMEOUT_S}}
+    for attempt in range(TABLE_RACE_TRIES):
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=timeout, heartbeat_interval=heartbeat,
+                heartbeat_stale_trial_callback=RETRY if heartbeat else None)
+        except ImportError as exc:
+            raise UserError(f"--storage {masked(url)}: no driver for this database ({exc}); "
+                            f"install one, e.g. pip install 'psycopg[binary]' (PostgreSQL) or "
+                            f"pymysql (MySQL)") from None
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            if attempt + 1 < TABLE_RACE_TRIES and "already exists" in str(exc):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise UserError(f"--storage {masked(url)}: {_one_line(exc)}; is this database "
+                            f"Optuna's? Give a new or an Optuna database") from None
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as exc:
+            raise UserError(f"--storage {masked(url)}: cannot open the database "
+                            f"({_one_line(exc)}); check the URL, the server and the "
+                            f"credentials") from None
+    raise AssertionError("unreachable")
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(getattr(exc, "orig", None) or exc).split())
 
 
 def _looks_like_journal(path: Path) -> bool:
