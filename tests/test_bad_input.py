@@ -832,6 +832,53 @@ def _(w: World, tmp: Path) -> Scenario:
                     "not an Optuna journal file", [parent])
 
 
+@case("search-database-unusable", "nothing-listening")
+def _(w: World, tmp: Path) -> Scenario:
+    parent = search_parent(tmp, '{"space": {"learning_rate": [0.001]}}')
+    url = "postgresql://me:pw@127.0.0.1:1/optuna"
+    return Scenario(["search", "--parent-dir", parent, "--data-dir", w.signs_data,
+                     "--storage", url], "--storage postgresql://me:***@127.0.0.1:1/optuna",
+                    "cannot open the database", [parent])
+
+
+@case("search-database-unusable", "unknown-scheme")
+def _(w: World, tmp: Path) -> Scenario:
+    parent = search_parent(tmp, '{"space": {"learning_rate": [0.001]}}')
+    return Scenario(["search", "--parent-dir", parent, "--data-dir", w.signs_data,
+                     "--storage", "nosuchdb://host/x"], "--storage nosuchdb://host/x",
+                    "cannot open the database", [parent])
+
+
+@case("search-study-of-another-space", "database")
+def _(w: World, tmp: Path) -> Scenario:
+    from torchstarter.search.space import Objective, parse_search
+    from torchstarter.search.study import open_storage, open_study
+
+    url = f"sqlite:///{tmp / 'studies.db'}"
+    storage, where = open_storage(tmp, url)
+    open_study(storage, "lr", parse_search({"space": {"learning_rate": [0.1]}}, "s.json"),
+               Objective("accuracy", "max", {}), where, own_storage=False)
+    parent = search_parent(tmp, '{"space": {"dropout_rate": [0.1, 0.2]}}')
+    return Scenario(["search", "--parent-dir", parent, "--data-dir", w.signs_data,
+                     "--storage", url, "--study-name", "lr"], f"{parent / 'search.json'}",
+                    "the space differs from the one study 'lr' was started with",
+                    [parent, tmp / "studies.db"])
+
+
+@case("search-heartbeat-without-database", "journal")
+def _(w: World, tmp: Path) -> Scenario:
+    parent = search_parent(tmp, '{"space": {"learning_rate": [0.001]}}')
+    return Scenario(["search", "--parent-dir", parent, "--data-dir", w.signs_data,
+                     "--heartbeat", "30"], "--heartbeat 30",
+                    "only a database storage has a heartbeat", [parent])
+
+
+@case("requeue-cannot-work", "no-restore-auto")
+def _(w: World, tmp: Path) -> Scenario:
+    return Scenario(["train", "--model-dir", w.signs_run, "--data-dir", w.signs_data,
+                     "--requeue"], "train --requeue", "add --restore auto", [w.signs_run])
+
+
 @case("tags-not-bio", "build-dataset")
 def _(w: World, tmp: Path) -> Scenario:
     corpus = tmp / "corpus.conll"

@@ -210,3 +210,22 @@ def test_a_database_that_cannot_be_used_is_one_line_within_seconds(postgres, sil
     message = str(err.value)
     assert "\n" not in message and expected.lower() in message.lower(), message
     assert "y@" not in message and "wrong" not in message  # passwords are masked
+
+
+def test_joining_a_server_study_of_another_space_is_one_line_exit_2(postgres, tmp_path,
+                                                                     sample_data, capsys):
+    from torchstarter.cli.main import main
+
+    url = postgres.new_database("spaces")
+    _study(url, heartbeat=None)  # study 'beat', begun with learning_rate
+    parent = tmp_path / "P"
+    parent.mkdir()
+    (parent / "params.json").write_text(json.dumps({**TINY, "num_epochs": 1}))
+    (parent / "search.json").write_text('{"space": {"dropout_rate": [0.1, 0.2]}}')
+    code = main(["search", "--parent-dir", str(parent), "--data-dir", str(sample_data),
+                 "--storage", url, "--study-name", "beat"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "the space differs from the one study 'beat' was started with (keys were " \
+           "learning_rate, now dropout_rate)" in err
+    assert sorted(p.name for p in parent.iterdir()) == ["params.json", "search.json"]

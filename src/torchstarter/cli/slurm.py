@@ -22,13 +22,13 @@ def requeue_job(requested: bool, command: str, restore: str | None = "auto") -> 
     """The job id to requeue after a stop, checked before any work; None without --requeue."""
     if not requested:
         return None
+    if restore != "auto":
+        raise UserError(f"{command} --requeue: the requeued job reruns this same command, "
+                        f"which must continue the run; add --restore auto")
     job = os.environ.get("SLURM_JOB_ID", "").strip()
     if not job:
         raise UserError(f"{command} --requeue: SLURM_JOB_ID is not set, so this is not a SLURM "
                         f"job; drop --requeue outside a batch job")
-    if restore != "auto":
-        raise UserError(f"{command} --requeue: the requeued job reruns this same command, "
-                        f"which must continue the run; add --restore auto")
     if shutil.which("scontrol") is None:
         raise UserError(f"{command} --requeue: scontrol is not on PATH; load SLURM's tools "
                         f"(e.g. module load slurm) or drop --requeue")
