@@ -41,9 +41,17 @@ def missing_reason() -> str | None:
     """Why the tests cannot have a server here, or None when they can."""
     if importlib.util.find_spec("psycopg") is None:
         return "psycopg is not installed (pip install -e '.[dev]' brings it)"
-    if find_bindir() is None:
+    bindir = find_bindir()
+    if bindir is None:
         return ("no PostgreSQL server binaries: install Debian's postgresql package or "
                 "pip install pgserver (.ci/run does)")
+    prefix = _as_server_user()[0]
+    try:
+        subprocess.run([*prefix, str(bindir / "postgres"), "--version"], check=True,
+                       capture_output=True, timeout=60, cwd="/")
+    except (OSError, subprocess.SubprocessError):
+        return (f"{bindir}/postgres does not run as {prefix[2] if prefix else 'this user'} "
+                f"(the server refuses root; its folder must be readable by that user)")
     return None
 
 

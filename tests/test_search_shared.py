@@ -229,3 +229,35 @@ def test_joining_a_server_study_of_another_space_is_one_line_exit_2(postgres, tm
     assert "the space differs from the one study 'beat' was started with (keys were " \
            "learning_rate, now dropout_rate)" in err
     assert sorted(p.name for p in parent.iterdir()) == ["params.json", "search.json"]
+
+
+def test_a_trial_declared_lost_while_it_ran_records_its_result_on_the_retry(
+        postgres, tmp_path, monkeypatch):
+    """The worker was only cut off from the database (no heartbeat for the grace period)
+    and still holds the folder: its result goes to the queued retry, not lost."""
+    from torchstarter.search import scheduler
+    from torchstarter.search.runner import TrialResult
+    from torchstarter.search.scheduler import Search, SearchJob
+
+    def silent_run(trial, folder, *args, **kwargs):  # never calls on_poll: no heartbeat
+        time.sleep(2.5)
+        fail_stale_trials(trial.study)  # another worker's check finds it silent
+        return TrialResult("finished", 0.75, seconds=2.5, epochs=1)
+
+    monkeypatch.setattr(scheduler, "run_trial", silent_run)
+    parent = tmp_path / "P"
+    parent.mkdir()
+    (parent / "params.json").write_text(json.dumps({**TINY, "num_epochs": 1}))
+    spec = parse_search({"space": {"learning_rate": [1e-3]}}, "search.json")
+    said = []
+    search = Search(SearchJob(parent=parent, data_dir=tmp_path, spec=spec,
+                              objective=Objective("accuracy", "max", {}), base_raw=json.loads(
+                                  (parent / "params.json").read_text()), study_name="cut",
+                              storage=postgres.new_database("cut_off"), heartbeat=1),
+                    say=said.append)
+    summary = search.run()
+    assert summary.counts["finished"] == 1 and summary.best.value == 0.75, said
+    trials = search.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert retry_of(trials[1]) == trials[0].number
+    assert "trial 0 was declared lost while it ran; its result is recorded as trial 1" in said

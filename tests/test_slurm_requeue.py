@@ -148,3 +148,21 @@ def test_requeue_that_cannot_work_is_refused_before_training(make_experiment, sa
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and expected in done.stderr
     assert not (model_dir / "train.log").exists() and not calls.exists()
+
+
+def test_under_torchrun_only_the_first_process_requeues(tmp_path, fake_scontrol):
+    """sbatch --signal=B:TERM reaches torchrun, which passes SIGTERM to every process: all
+    stop at the same step, the first saves, and the job is requeued once, not per process."""
+    from test_distributed import TOKENS_TASK, make
+
+    env, calls = fake_scontrol
+    (tmp_path / "tokens.py").write_text(TOKENS_TASK)
+    model_dir = make(tmp_path, "ddp", num_epochs=10_000)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", "-m", "torchstarter", "train", "--data-dir",
+               str(tmp_path), "--model-dir", str(model_dir), "--restore", "auto", "--requeue"]
+    code, out = start_and_signal(command, env, model_dir, signal.SIGTERM)
+    assert code != 0, out
+    assert calls.read_text().splitlines() == [f"requeue {JOB}"], out
+    assert out.count(f"requeued SLURM job {JOB}") == 1
+    assert load_checkpoint(model_dir / "last.pt")["epoch"] >= 1
