@@ -54,11 +54,16 @@ CONNECT_TIMEOUT_S = 5  # an unreachable database is one line after this, not a h
 TABLE_RACE_TRIES = 5  # new database: attempts at creating Optuna's tables (see _open_database)
 MAX_RETRIES = 3  # a trial that loses its worker this many times is failed for good
 
-# Our asks run outside Study.optimize, on purpose (see the module docstring), and the
-# heartbeat and retry helpers are marked experimental: neither warning is the user's.
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-warnings.filterwarnings("ignore", category=ExperimentalWarning)
-RETRY = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+
+def _quiet_optuna() -> None:
+    """Our asks run outside Study.optimize, on purpose (see the module docstring), and the
+    heartbeat and retry helpers are marked experimental: neither warning is the user's."""
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+    warnings.filterwarnings("ignore", category=ExperimentalWarning)
+
+
+def _retry() -> RetryHeartbeatStaleTrialCallback:
+    return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
 
 def masked(url: str) -> str:
@@ -74,6 +79,7 @@ def open_storage(parent: Path, storage: str | None,
     retry callback; a journal file has no heartbeat, and the folder claims find lost
     trials there (see the module docstring).
     """
+    _quiet_optuna()
     if storage and "://" in storage:
         return _open_database(storage, heartbeat), masked(storage)
     path = Path(storage) if storage else Path(parent) / DEFAULT_STORAGE
@@ -102,7 +108,7 @@ def _open_database(url: str, heartbeat: int | None) -> BaseStorage:
         try:
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=timeout, heartbeat_interval=heartbeat,
-                heartbeat_stale_trial_callback=RETRY if heartbeat else None)
+                heartbeat_stale_trial_callback=_retry() if heartbeat else None)
         except ImportError as exc:
             raise UserError(f"--storage {masked(url)}: no driver for this database ({exc}); "
                             f"install one, e.g. pip install 'psycopg[binary]' (PostgreSQL) or "
@@ -303,7 +309,7 @@ def retire_lost(study: optuna.Study, storage: BaseStorage, trial: FrozenTrial) -
     except UpdateFinishedTrialError:
         return
     if failed:
-        RETRY(study, storage.get_trial(trial._trial_id))
+        _retry()(study, storage.get_trial(trial._trial_id))
 
 
 def fail_stale_trials(study: optuna.Study) -> None:
