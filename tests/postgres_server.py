@@ -96,9 +96,18 @@ class PostgresServer:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", USER,
                   f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust",
                   "-E", "UTF8", "--no-instructions")
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server (again, after pause(): same port, same data)."""
         options = f"-p {self.port} -h 127.0.0.1 -k {self.root} -c fsync=off"
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options,
                   "-l", str(self.root / "server.log"), "-w", "-t", "60", "start")
+
+    def pause(self) -> None:
+        """Stop the server at once, dropping every connection, as a crash or restart does."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                  "-w", "stop")
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):

@@ -91,6 +91,7 @@ def test_each_script_requeues_itself_and_continues(heading, tmp_path):
 
         assert signal_name == "TERM", "torchrun dies on SIGUSR1"
         run_args = get_args_parser().parse_args(torchrun)
+        assert int(run_args.shutdown_timeout) >= int(seconds) - 15, "time to save"
         assert run_args.module and run_args.training_script == "torchstarter"
         ours = run_args.training_script_args
     else:

@@ -81,7 +81,9 @@ def test_a_worker_killed_mid_trial_costs_a_retry_and_every_point_runs_once(
     extra = []
     if storage == "postgresql":
         server = request.getfixturevalue("postgres")
-        extra = ["--storage", server.new_database("killed_worker"), "--heartbeat", "1"]
+        # The folder claim finds the killed worker at once; the heartbeat (proved below)
+        # gets a grace period a loaded 2-core machine cannot overrun.
+        extra = ["--storage", server.new_database("killed_worker"), "--heartbeat", "5"]
     parent = tmp_path / "shared" / "lr"  # the parent folder every worker sees
     parent.mkdir(parents=True)
     (parent / "params.json").write_text(json.dumps({**TINY, "num_epochs": EPOCHS}))
@@ -171,10 +173,10 @@ def test_a_trial_silent_past_the_grace_period_is_failed_and_queued_for_its_folde
 
 
 def test_a_beating_trial_is_not_failed(postgres):
-    storage, study = _study(postgres.new_database("alive"), heartbeat=1)
+    storage, study = _study(postgres.new_database("alive"), heartbeat=2)
     trial = ask_with_values(study, storage, {"learning_rate": 1e-3}, {})
     beat = Heartbeat(storage, trial)
-    for _ in range(6):
+    for _ in range(12):  # 6 s: past the 4 s grace period, beating every 2 s
         beat.beat()
         time.sleep(0.5)
         fail_stale_trials(study)
@@ -261,3 +263,31 @@ def test_a_trial_declared_lost_while_it_ran_records_its_result_on_the_retry(
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert retry_of(trials[1]) == trials[0].number
     assert "trial 0 was declared lost while it ran; its result is recorded as trial 1" in said
+
+
+def test_a_database_restart_in_the_middle_of_a_search_is_waited_out(postgres, tmp_path,
+                                                                       sample_data):
+    parent = tmp_path / "P"
+    parent.mkdir()
+    (parent / "params.json").write_text(json.dumps({**TINY, "num_epochs": 3}))
+    log = tmp_path / "search.log"
+    worker = start_worker(parent, sample_data, log, "--jobs", "2", "--storage",
+                          postgres.new_database("restarted"), "--heartbeat", "10")
+    try:
+        deadline = time.monotonic() + 300
+        while not any(history(parent / name) for name in FOLDERS):
+            assert worker.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "no epoch finished"
+            time.sleep(0.05)
+        postgres.pause()
+        time.sleep(4)
+        postgres.resume()
+        assert worker.wait(timeout=600) == 0, log.read_text()
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    said = log.read_text()
+    assert "4 trials: 4 finished, 0 failed" in said, said
+    assert "the database is not answering while" in said and "answers again" in said
+    for name in FOLDERS:
+        assert (parent / name / "train.log").read_text().count("==== new run") == 1

@@ -158,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         values = json.dumps(trial_values(summary.best))
         print(f"best: {summary.best.user_attrs.get('folder')}  {summary.metric} "
               f"{summary.best.value:.4f}  {values}")
+    if summary.stopped_by is not None and slurm_job is not None:
+        print(requeue(slurm_job), flush=True)  # first: the job's time is running out
     from torchstarter.report.synthesize import synthesize
 
     table = synthesize(job.parent)  # also writes results.md, results.csv and search plots
@@ -167,7 +169,5 @@ def run(args: argparse.Namespace) -> int:
     if summary.stopped_by is not None:
         print(f"stopped by {signal.Signals(summary.stopped_by).name}; rerun the same "
               f"command to continue")
-        if slurm_job is not None:
-            print(requeue(slurm_job), flush=True)
         return 128 + summary.stopped_by
     return 1 if counts["failed"] or counts["unfinished"] else 0

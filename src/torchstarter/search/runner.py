@@ -35,6 +35,7 @@ from torchstarter.search.folders import (
     last_error_line,
     train_resume_args,
 )
+from torchstarter.search.study import DATABASE_ERRORS, is_outage
 from torchstarter.utils.atomic import atomic_open, write_json
 from torchstarter.utils.locking import FileLock
 
@@ -170,11 +171,24 @@ class EpochReporter:
 
 
 def _report(reporter: EpochReporter) -> bool:
-    """Report new epochs; a trial declared lost meanwhile (see study.py) takes no more."""
+    """Report new epochs; a trial declared lost meanwhile (see study.py) takes no more, and
+    a database that is away gets them on a later poll."""
     try:
         return reporter.report_new()
-    except UpdateFinishedTrialError:
+    except (UpdateFinishedTrialError, *DATABASE_ERRORS) as exc:
+        if isinstance(exc, DATABASE_ERRORS) and not is_outage(exc):
+            raise
+        reporter._seen = None  # read history.json again on the next poll
         return False
+
+
+def _should_prune(trial: optuna.Trial) -> bool:
+    try:
+        return trial.should_prune()
+    except DATABASE_ERRORS as exc:
+        if not is_outage(exc):
+            raise
+        return False  # asked again after the next epoch
 
 
 def mark_pruned(folder: Path, epochs: int) -> None:
@@ -220,7 +234,7 @@ def run_trial(trial: optuna.Trial, folder: Path, data_dir: Path, metric: str, th
             except subprocess.TimeoutExpired:
                 pass
             on_poll()
-            if _report(reporter) and prune and not pruned and trial.should_prune():
+            if _report(reporter) and prune and not pruned and _should_prune(trial):
                 pruned = True
                 _send(proc, signal.SIGTERM)  # train saves a resumable checkpoint and exits
     finally:

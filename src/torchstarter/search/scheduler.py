@@ -24,6 +24,7 @@ from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from torchstarter.search import study as st
@@ -128,6 +129,7 @@ class Search:
         self.waited_for: set[str] = set()  # folders held elsewhere, already announced
         self.duplicates = 0
         self.children = Children()
+        self.outage = st.Outage(self.say)
         self.fatal: BaseException | None = None
         self.workers = max(1, min(job.jobs, self._left_to_run()))
         self.budget = cpu_budget()
@@ -245,8 +247,11 @@ class Search:
     def worker(self, slot: int) -> None:
         try:
             while self.children.stop_signal is None and self.fatal is None:
-                with self.lock:
+                with self.lock, self.outage.waiting_out("choosing the next trial") as up:
                     work = self.next_work()
+                if not up:
+                    time.sleep(self.job.poll_seconds)
+                    continue
                 if work is None:
                     self._share_idle_threads()
                     return
@@ -272,19 +277,28 @@ class Search:
         for folder, threads in self.children.share_out(self.budget):
             self.say(f"{folder.name}: now {threads} threads (a slot is free)")
 
-    def _start_trial(self, work: Work, latest: FrozenTrial | None
+    def _start_trial(self, work: Work, latest: FrozenTrial | None, give_up: bool = True
                      ) -> tuple[optuna.Trial | None, str]:
         """The claimed folder's trial: the queued retry of a lost one, or a new one; with
-        a note saying which. None when the folder lost its worker too often."""
+        a note saying which. None when the folder lost its worker too often (unless the
+        caller holds a result for it: give_up=False)."""
         if latest is not None and latest.state == TrialState.RUNNING:
             # This process holds the folder's claim, so the one that ran the trial is gone.
             st.retire_lost(self.study, self.storage, latest)
             latest = self._latest().get(work.name)
-        if latest is not None and latest.state == TrialState.FAIL and st.outcome(
-                latest) == "failed" and not self.job.retry_failed:
-            self.say(f"trial {latest.number}: {work.name} lost its worker {st.MAX_RETRIES + 1} "
-                     f"times; given up (--retry-failed runs it again)")
-            return None, ""
+        # A lost trial is failed first and its retry queued just after, perhaps by another
+        # worker's heartbeat check: give that a moment before starting a trial of our own.
+        patience = time.monotonic() + 5
+        while (latest is not None and st.is_lost(latest) and not self.job.retry_failed
+               and time.monotonic() < patience):
+            if st.retries_used(latest) >= st.MAX_RETRIES:
+                if not give_up:
+                    break
+                self.say(f"trial {latest.number}: {work.name} lost its worker "
+                         f"{st.MAX_RETRIES + 1} times; given up (--retry-failed runs it again)")
+                return None, ""
+            time.sleep(0.2)
+            latest = self._latest().get(work.name)
         queued = latest if latest is not None and latest.state == TrialState.WAITING else None
         trial = st.ask_with_values(self.study, self.storage, work.values, work.distributions,
                                    queued)
@@ -348,16 +362,29 @@ class Search:
             self.say(f"trial {trial.number}: {work.name} had already failed: {disk.error}")
 
     def _record(self, trial: optuna.Trial, work: Work, result: TrialResult) -> None:
-        name = work.name
-        if self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
-            # Declared lost while it ran (no heartbeat for the grace period, e.g. the
-            # database was away): the result goes to the retry that was queued for it.
-            lost = trial.number
-            trial, _ = self._start_trial(work, self._latest().get(name))
-            if trial is None:
-                return
-            self.say(f"trial {lost} was declared lost while it ran; its result is recorded "
-                     f"as trial {trial.number}")
+        """Record a result in hand: a database outage is waited out, and a trial declared
+        lost while it ran (no heartbeat for the grace period, e.g. the database was away)
+        passes its result to its retry."""
+        while True:
+            with self.outage.waiting_out(f"recording trial {trial.number}") as up:
+                if self.storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+                    lost = trial.number
+                    with self.lock:
+                        latest = self._latest().get(work.name)
+                    trial, _ = self._start_trial(work, latest, give_up=False)
+                    self.say(f"trial {lost} was declared lost while it ran; its result is "
+                             f"recorded as trial {trial.number}")
+                try:
+                    self._tell(trial, work.name, result)
+                    return
+                except (ValueError, UpdateFinishedTrialError):
+                    if self.storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                        raise
+                    continue  # failed as lost between the check and the tell: once more
+            if not up:
+                time.sleep(1)
+
+    def _tell(self, trial: optuna.Trial, name: str, result: TrialResult) -> None:
         took = f"{result.seconds:.1f} s"
         metric = self.job.objective.metric
         if result.state == "finished":
@@ -417,7 +444,8 @@ class Search:
             out.counts[state] += 1
             if state == "failed":
                 lost = (f"its worker was lost {st.MAX_RETRIES + 1} times"
-                        if st.retry_of(trial) is not None else None)
+                        if st.is_lost(trial) and st.retries_used(trial) >= st.MAX_RETRIES
+                        else None)
                 error = trial.user_attrs.get(st.ERROR_ATTR) or lost or read_run(
                     self.job.parent / name, self.job.objective.metric).error
                 out.failures.append((name, error or "unknown error"))

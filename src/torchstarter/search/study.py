@@ -26,14 +26,20 @@ import json
 import re
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.distributions import BaseDistribution
-from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
+from optuna.exceptions import (
+    ExperimentalWarning,
+    StorageInternalError,
+    UpdateFinishedTrialError,
+)
 from optuna.samplers import BaseSampler
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
@@ -52,6 +58,11 @@ OPTUNA_DIRECTION = {"max": "maximize", "min": "minimize"}
 HEARTBEAT_S = 60  # database storage: a trial without a heartbeat for 2x this is lost
 CONNECT_TIMEOUT_S = 5  # an unreachable database is one line after this, not a hang
 TABLE_RACE_TRIES = 5  # new database: attempts at creating Optuna's tables (see _open_database)
+# A database that drops or refuses connections for a while (restart, network): waited out.
+# Optuna hands some of them on as StorageInternalError (see is_outage).
+_CONNECTION_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+DATABASE_ERRORS = (*_CONNECTION_ERRORS, StorageInternalError)
+DB_PATIENCE_S = 300  # a database away for longer stops the search (one line)
 MAX_RETRIES = 3  # a trial that loses its worker this many times is failed for good
 
 
@@ -100,10 +111,11 @@ def open_storage(parent: Path, storage: str | None,
 def _open_database(url: str, heartbeat: int | None) -> BaseStorage:
     """Optuna's RDBStorage; workers that start together on a new database race to create
     its tables, and the losers' IntegrityError only means the tables now exist: try again."""
-    import sqlalchemy.exc
-
-    timeout = {} if url.startswith("sqlite") else {"connect_args": {"connect_timeout":
-                                                                     CONNECT_TIMEOUT_S}}
+    # Drivers that take connect_timeout (seconds); others keep their own default.
+    scheme = url.split("://", 1)[0]
+    known = scheme in ("postgresql", "postgresql+psycopg", "postgresql+psycopg2", "mysql",
+                       "mysql+pymysql", "mysql+mysqldb")
+    timeout = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if known else {}
     for attempt in range(TABLE_RACE_TRIES):
         try:
             return optuna.storages.RDBStorage(
@@ -119,7 +131,7 @@ def _open_database(url: str, heartbeat: int | None) -> BaseStorage:
                 continue
             raise UserError(f"--storage {masked(url)}: {_one_line(exc)}; is this database "
                             f"Optuna's? Give a new or an Optuna database") from None
-        except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError) as exc:
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, RuntimeError, TypeError) as exc:
             raise UserError(f"--storage {masked(url)}: cannot open the database "
                             f"({_one_line(exc)}); check the URL, the server and the "
                             f"credentials") from None
@@ -320,6 +332,68 @@ def fail_stale_trials(study: optuna.Study) -> None:
 def retry_of(trial: FrozenTrial) -> int | None:
     """The trial this one retries, when its worker was lost."""
     return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+
+
+def retries_used(trial: FrozenTrial) -> int:
+    return len(RetryHeartbeatStaleTrialCallback.retry_history(trial))
+
+
+def is_lost(trial: FrozenTrial) -> bool:
+    """Failed with no error of its own: its worker was lost (a run that fails says why)."""
+    return (trial.state == TrialState.FAIL and ERROR_ATTR not in trial.user_attrs
+            and not trial.user_attrs.get(INTERRUPTED_ATTR))
+
+
+class Outage:
+    """Waits out a database that is briefly away, for up to DB_PATIENCE_S at a stretch:
+    `with outage.waiting_out("what") as up:` runs its body; a connection error ends it
+    with up False (the caller retries), and is said once per outage."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+        self.since: float | None = None
+
+    @contextmanager
+    def waiting_out(self, doing: str) -> Iterator[_Up]:
+        up = _Up()
+        try:
+            yield up
+        except DATABASE_ERRORS as exc:
+            if not is_outage(exc):
+                raise
+            up.value = False
+            now = time.monotonic()
+            if self.since is None:
+                self.since = now
+                self.say(f"the database is not answering while {doing} "
+                         f"({_one_line(outage_cause(exc))[:200]}); waiting for it up to "
+                         f"{DB_PATIENCE_S} s")
+            elif now - self.since > DB_PATIENCE_S:
+                raise UserError(f"the study's database did not answer for {DB_PATIENCE_S} s "
+                                f"while {doing}; rerun the search once it is back (finished "
+                                f"trials keep their folders)") from None
+            return
+        if self.since is not None:
+            self.since = None
+            self.say("the database answers again")
+
+
+def outage_cause(exc: BaseException) -> BaseException | None:
+    """The connection error behind exc, if it is one (Optuna may wrap it)."""
+    while exc is not None and not isinstance(exc, _CONNECTION_ERRORS):
+        exc = exc.__cause__
+    return exc
+
+
+def is_outage(exc: BaseException) -> bool:
+    return outage_cause(exc) is not None
+
+
+class _Up:
+    value = True
+
+    def __bool__(self) -> bool:
+        return self.value
 
 
 class Heartbeat:
