@@ -678,6 +678,13 @@ def search_parent(tmp: Path, search_json: str) -> Path:
     return parent
 
 
+def search_with(w: World, tmp: Path, flags: list[object], names: str, says: str) -> Scenario:
+    """A one-point search over the sample data, given flags that must be refused."""
+    parent = search_parent(tmp, '{"space": {"learning_rate": [0.001]}}')
+    return Scenario(["search", "--parent-dir", parent, "--data-dir", w.signs_data, *flags],
+                    names, says, [parent])
+
+
 @case("overwrite-not-a-dataset", "build-dataset")
 def _(w: World, tmp: Path) -> Scenario:
     run = copy(w.signs_run, tmp / "run")  # a trained experiment, not a built dataset
@@ -818,10 +825,8 @@ def _(w: World, tmp: Path) -> Scenario:
 
 @case("search-storage-not-a-journal", "folder")
 def _(w: World, tmp: Path) -> Scenario:
-    parent = search_parent(tmp, '{"space": {"learning_rate": [0.001]}}')
-    return Scenario(["search", "--parent-dir", parent, "--data-dir", w.signs_data,
-                     "--storage", tmp], f"--storage {tmp}", "is a folder; give the journal",
-                    [parent])
+    return search_with(w, tmp, ["--storage", tmp], f"--storage {tmp}",
+                       "is a folder; give the journal")
 
 
 @case("search-storage-not-a-journal", "other-file")
@@ -834,19 +839,15 @@ def _(w: World, tmp: Path) -> Scenario:
 
 @case("search-database-unusable", "nothing-listening")
 def _(w: World, tmp: Path) -> Scenario:
-    parent = search_parent(tmp, '{"space": {"learning_rate": [0.001]}}')
-    url = "postgresql://me:pw@127.0.0.1:1/optuna"
-    return Scenario(["search", "--parent-dir", parent, "--data-dir", w.signs_data,
-                     "--storage", url], "--storage postgresql://me:***@127.0.0.1:1/optuna",
-                    "cannot open the database", [parent])
+    return search_with(w, tmp, ["--storage", "postgresql://me:pw@127.0.0.1:1/optuna"],
+                       "--storage postgresql://me:***@127.0.0.1:1/optuna",
+                       "cannot open the database")
 
 
 @case("search-database-unusable", "unknown-scheme")
 def _(w: World, tmp: Path) -> Scenario:
-    parent = search_parent(tmp, '{"space": {"learning_rate": [0.001]}}')
-    return Scenario(["search", "--parent-dir", parent, "--data-dir", w.signs_data,
-                     "--storage", "nosuchdb://host/x"], "--storage nosuchdb://host/x",
-                    "cannot open the database", [parent])
+    return search_with(w, tmp, ["--storage", "nosuchdb://host/x"],
+                       "--storage nosuchdb://host/x", "cannot open the database")
 
 
 @case("search-study-of-another-space", "database")
@@ -867,10 +868,8 @@ def _(w: World, tmp: Path) -> Scenario:
 
 @case("search-heartbeat-without-database", "journal")
 def _(w: World, tmp: Path) -> Scenario:
-    parent = search_parent(tmp, '{"space": {"learning_rate": [0.001]}}')
-    return Scenario(["search", "--parent-dir", parent, "--data-dir", w.signs_data,
-                     "--heartbeat", "30"], "--heartbeat 30",
-                    "only a database storage has a heartbeat", [parent])
+    return search_with(w, tmp, ["--heartbeat", "30"], "--heartbeat 30",
+                       "only a database storage has a heartbeat")
 
 
 @case("requeue-cannot-work", "no-restore-auto")
