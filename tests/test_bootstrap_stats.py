@@ -1,4 +1,4 @@
-"""The statistics behind confidence intervals and run comparisons (report/stats.py): the
+"""The statistics behind confidence intervals and run comparisons (utils/stats.py): the
 bootstrap interval's coverage on a case with a known answer, paired differences, and
 McNemar's test against hand-computed and textbook values. Deterministic by seed."""
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torchstarter.report import stats
-from torchstarter.report.stats import (
+from torchstarter.utils import stats
+from torchstarter.utils.stats import (
     bootstrap_interval,
     f1,
     mcnemar,

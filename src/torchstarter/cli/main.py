@@ -164,7 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:  # one line, even when a file name holds a line break
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
-    except OSError as exc:
+    except BrokenPipeError:  # e.g. `torchstarter synthesize | head`: the reader left
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as exc:  # (after BrokenPipeError, which is one)
         if exc.errno not in PATH_ERRNOS:
             raise
         where = os.fsdecode(exc.filename) if exc.filename is not None else "a path"
@@ -177,9 +180,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `torchstarter synthesize | head`: the reader left
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
 
 
 def _task_step(hook: str):
@@ -227,22 +227,31 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     scalars: dict[str, Any] = {}
     weights = metrics.get("weights", {})
+    intervals = metrics.get("intervals", {})
     for key, value in metrics.items():
-        if key == "weights":
+        if key in ("weights", "intervals", "predictions_file"):
             continue
         if isinstance(value, dict) and not is_table(value):  # e.g. partial_epoch
             scalars.update({f"{key}.{k}": v for k, v in value.items()})
         elif not is_table(value):
             scalars[key] = value
+        if key in intervals:
+            scalars[f"{key} 95% CI"] = f"{intervals[key]['low']:.4f}-{intervals[key]['high']:.4f}"
     print(tabulate([scalars], headers="keys", floatfmt=".4f"))
+    if intervals:
+        first = next(iter(intervals.values()))
+        print(f"95% CI: percentile bootstrap over the {metrics['examples']} "
+              f"{first['over']}, {first['resamples']} resamples, seed {first['seed']}")
     for key, table in metrics.items():
-        if is_table(table):
+        if is_table(table) and key != "intervals":
             print(f"\n{key}:")
             print(tabulate([{"": name, **row} for name, row in table.items()], headers="keys",
                            floatfmt=".4f"))
     if not weights.get("own", True):
         print(f"weights from {weights['file']} (sha256 {weights['sha256'][:12]}), not this "
               f"experiment's own checkpoint: written under a name of their own")
+    if "predictions_file" in metrics:
+        print(f"wrote {Path(args.model_dir) / metrics['predictions_file']} (every example)")
     print(f"wrote {path}")
     return 0
 

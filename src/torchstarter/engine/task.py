@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from torchstarter.config import Field, Params
+    from torchstarter.engine.examples import Examples
 
 DataInfo = dict[str, Any]  # JSON-like facts about the data (a vocabulary, label names)
 
@@ -162,6 +163,13 @@ class Task:
                           ) -> dict[str, Any]:
         """Results `evaluate` adds to its metrics file (e.g. scores per class)."""
         return {}
+
+    def examples(self, model: nn.Module, params: Params, data: Any, device: torch.device,
+                 data_info: DataInfo | None) -> Examples | None:
+        """Per-example results of a split (engine/examples.py): `evaluate` writes them to
+        a predictions file and bootstraps confidence intervals from their parts. None:
+        the task has none, and evaluate gives its metrics without intervals."""
+        return None
 
     def predict(self, model: nn.Module, params: Params, inputs: list[str],
                 device: torch.device, data_info: DataInfo | None) -> list[dict[str, Any]]:

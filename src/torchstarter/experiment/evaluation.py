@@ -23,6 +23,7 @@ from torchstarter.engine.forward import place_model
 from torchstarter.engine.task import DataInfo, Task
 from torchstarter.errors import UserError
 from torchstarter.experiment import files
+from torchstarter.experiment.predictions import intervals, write_predictions
 from torchstarter.experiment.training import load_splits, setup_torch
 from torchstarter.tasks.registry import resolve_params
 from torchstarter.utils.atomic import write_json
@@ -96,6 +97,13 @@ def evaluate(model_dir: Path, data_dir: Path, split: str = "test", restore: str 
     own = files.own_checkpoint(model_dir, restore)
     path = files.checkpoint_path(model_dir, restore)
     digest = file_sha256(path)
+    examples = task.examples(model, params, data, device, trained.data_info)
+    if examples is not None:  # 95% intervals, and every example's result in a file
+        metrics["intervals"] = intervals(examples, params.seed)
+        predictions = Path(model_dir) / files.predictions_file(split, own or restore, digest)
+        write_predictions(predictions, examples, {"task": task.name, "split": split,
+                                                  "weights_sha256": digest})
+        metrics["predictions_file"] = predictions.name
     metrics["weights"] = {"file": str(path.resolve()), "sha256": digest,
                           "own": own is not None}
     out = Path(model_dir) / files.metrics_file(split, own or restore, digest)

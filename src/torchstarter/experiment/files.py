@@ -61,6 +61,12 @@ def metrics_file(split: str, restore: str, digest: str | None = None) -> str:
     return f"metrics_{split}_from_{stem}_{(digest or '0' * 8)[:8]}.json"
 
 
+def predictions_file(split: str, restore: str, digest: str | None = None) -> str:
+    """predictions_<split>_best.jsonl beside metrics_<split>_best.json (named alike)."""
+    return "predictions_" + metrics_file(split, restore, digest).removeprefix(
+        "metrics_").removesuffix(".json") + ".jsonl"
+
+
 def checkpoint_path(model_dir: Path, restore: str) -> Path:
     """`last`/`best` name files in the model dir; anything else is a path."""
     if restore in CHECKPOINTS:

@@ -3,8 +3,8 @@
 The module defines, at module level:
   SCHEMA, METRICS, DEFAULT_METRIC           the attributes schema, metrics, default_metric
   load_split, build_model, loss_fn          required (loss_fn is Task.loss)
-  describe_data, augment, training_loss, configure_optimizer, evaluation_report, predict,
-  format_predictions, add_build_arguments, build_dataset, add_vocab_arguments,
+  describe_data, augment, training_loss, configure_optimizer, evaluation_report, examples,
+  predict, format_predictions, add_build_arguments, build_dataset, add_vocab_arguments,
   build_vocab_command (Task.build_vocab), write_sample_data, demo_inputs   optional
 with the signatures of torchstarter.engine.task.Task, less `self`. This adapter is the
 one place where a module's looser forms are accepted:
@@ -41,9 +41,10 @@ SHAPES = {  # what each required part is, for the error that names a missing one
 }
 # Hook -> its arguments before data_info, for hooks whose last argument is data_info.
 TAKES_DATA_INFO = {"load_split": 3, "build_model": 1, "evaluation_report": 4, "predict": 4,
-                   "training_loss": 2}
+                   "training_loss": 2, "examples": 4}
 OPTIONAL = ("describe_data", "augment", "training_loss", "configure_optimizer",
-            "evaluation_report", "predict", "format_predictions", "add_build_arguments",
+            "evaluation_report", "examples", "predict", "format_predictions",
+            "add_build_arguments",
             "build_dataset",
             "add_vocab_arguments", "build_vocab_command", "write_sample_data", "demo_inputs")
 
@@ -113,6 +114,9 @@ class ModuleTask(Task):
 
     def evaluation_report(self, model, params, data, device, data_info):  # type: ignore[no-untyped-def]
         return self._call("evaluation_report", model, params, data, device, data_info)
+
+    def examples(self, model, params, data, device, data_info):  # type: ignore[no-untyped-def]
+        return self._call("examples", model, params, data, device, data_info)
 
     def predict(self, model, params, inputs, device, data_info):  # type: ignore[no-untyped-def]
         return self._call("predict", model, params, inputs, device, data_info)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from torchstarter.config import Field, Params
+from torchstarter.engine.examples import Examples
 from torchstarter.engine.losses import balanced_class_weights
 from torchstarter.engine.task import DataInfo, Loss, Task
 from torchstarter.errors import ParamsError
@@ -49,7 +50,7 @@ from torchstarter.tasks.ner.net import (
     weighted_loss_fn,
 )
 from torchstarter.tasks.ner.predict import format_predictions, predict
-from torchstarter.tasks.ner.report import evaluation_report
+from torchstarter.tasks.ner.report import evaluation_report, examples
 
 SCHEMA = {
     "embedding_dim": Field(int, "Size of the word embeddings.", default=50, min=1),
@@ -176,6 +177,10 @@ class NerTask(Task):
                           ) -> dict[str, Any]:
         return evaluation_report(model, params, data, device, data_info)
 
+    def examples(self, model: torch.nn.Module, params: Params, data: Any,
+                 device: torch.device, data_info: DataInfo | None) -> Examples:
+        return examples(model, params, data, device, data_info)
+
     def predict(self, model: torch.nn.Module, params: Params, inputs: list[str],
                 device: torch.device, data_info: DataInfo | None) -> list[dict[str, Any]]:
         return predict(model, params, inputs, device, data_info)
@@ -211,6 +216,7 @@ __all__ = [
     "DEFAULT_METRIC", "METRICS", "SCHEMA", "add_build_arguments",
     "add_vocab_arguments", "augment",
     "build_dataset", "build_model", "build_vocab_command", "demo_inputs", "describe_data",
-    "evaluation_report", "format_predictions", "load_split", "loss_fn", "predict",
+    "evaluation_report", "examples", "format_predictions", "load_split", "loss_fn",
+    "predict",
     "training_loss", "write_sample_data",
 ]

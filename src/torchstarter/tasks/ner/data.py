@@ -261,8 +261,10 @@ def load_split(params: Params, data_dir: Path, split: str, info: dict[str, Any])
     singletons = None
     if split == "train" and option(params, "unk_replace") > 0:
         singletons = singleton_mask(words, lengths, len(info["words"]))
-    return TokenData(words, tags, lengths, forms, form_chars, params.bucket_by_length,
+    data = TokenData(words, tags, lengths, forms, form_chars, params.bucket_by_length,
                      params.pad_to_multiple, cases=cases, singletons=singletons, oov=oov)
+    data.tokens = [tokens for tokens, _ in sentences]  # evaluate's per-sentence rows
+    return data
 
 
 def _oov_mask(words: torch.Tensor, sentences: list, enc: Encoder) -> torch.Tensor:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from torchstarter.config import Field, Params
+from torchstarter.engine.examples import Examples, classification_examples
 from torchstarter.engine.losses import ClassificationLoss, balanced_class_weights
 from torchstarter.engine.task import DataInfo, Loss, Metric, Task
 from torchstarter.errors import ParamsError
@@ -79,6 +80,13 @@ def build_dataset(args: argparse.Namespace) -> list[str]:
     return summary_lines(_build(args))
 
 
+def examples(model: torch.nn.Module, params: Params, data: Any, device: torch.device
+             ) -> Examples:
+    """One row per image of the split (file, label, prediction, probabilities, loss)."""
+    names = [str(label) for label in range(params.num_classes)]
+    return classification_examples(model, data, params, device, names)
+
+
 class SignsTask(Task):
     schema = SCHEMA
     metrics = METRICS
@@ -101,6 +109,10 @@ class SignsTask(Task):
     def augment(self, params: Params, inputs: torch.Tensor, generator: torch.Generator
                 ) -> torch.Tensor:
         return augment(params, inputs, generator)
+
+    def examples(self, model: torch.nn.Module, params: Params, data: Any,
+                 device: torch.device, data_info: DataInfo | None) -> Examples:
+        return examples(model, params, data, device)
 
     def predict(self, model: torch.nn.Module, params: Params, inputs: list[str],
                 device: torch.device, data_info: DataInfo | None) -> list[dict[str, Any]]:
@@ -125,6 +137,6 @@ TASK = SignsTask()
 # or it would become that module's task instead of the module's own functions.
 __all__ = [
     "DEFAULT_METRIC", "METRICS", "SCHEMA", "add_build_arguments",
-    "augment", "build_dataset", "build_model", "demo_inputs", "load_split", "loss_fn",
-    "predict", "training_loss", "write_sample_data",
+    "augment", "build_dataset", "build_model", "demo_inputs", "examples", "load_split",
+    "loss_fn", "predict", "training_loss", "write_sample_data",
 ]

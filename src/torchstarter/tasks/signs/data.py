@@ -32,7 +32,9 @@ def load_split(params: Params, data_dir: Path, split: str) -> TensorData:
                             f"{IMAGE_SIZE}x{IMAGE_SIZE}; run torchstarter build-dataset on the "
                             f"raw data and train on its output")
         images[i] = to_chw_uint8(img)
-    return TensorData(torch.from_numpy(images), torch.from_numpy(labels))
+    data = TensorData(torch.from_numpy(images), torch.from_numpy(labels))
+    data.ids = [path.name for path in files]  # evaluate's per-example rows name the file
+    return data
 
 
 def augment(params: Params, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
