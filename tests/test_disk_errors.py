@@ -198,15 +198,18 @@ def test_an_unwritable_model_dir_stops_train_before_it_writes_anything(
     assert files_of(finished_run) == before
 
 
-def test_an_unwritable_model_dir_stops_evaluate_with_the_metrics_file_named(
+def test_an_unwritable_model_dir_stops_evaluate_with_the_first_file_it_writes_named(
         finished_run, sample_data, capsys, monkeypatch):
+    """The predictions file comes first (the metrics file names it), so it is the one
+    named; nothing is left half-written."""
     before = files_of(finished_run)
     deny_writes_in(finished_run, monkeypatch)
     code, err = run_cli(capsys, "evaluate", "--data-dir", sample_data, "--model-dir",
                         finished_run)
     assert code == 2, err
     assert_one_error_line(err)
-    assert f"{finished_run / 'metrics_test_best.json'}: cannot write it: permission denied" in err
+    assert (f"{finished_run / 'predictions_test_best.jsonl'}: cannot write it: permission "
+            f"denied") in err
     assert files_of(finished_run) == before
 
 
@@ -267,7 +270,7 @@ def test_a_full_disk_while_building_a_dataset_keeps_the_existing_output(
 ROWS = {
     "model-dir-unwritable": ("train", "cannot write it: permission denied", [
         test_an_unwritable_model_dir_stops_train_before_it_writes_anything,
-        test_an_unwritable_model_dir_stops_evaluate_with_the_metrics_file_named,
+        test_an_unwritable_model_dir_stops_evaluate_with_the_first_file_it_writes_named,
         test_a_read_only_model_dir_by_chmod_stops_train_with_one_line]),
     "disk-full": ("train", "no space left on device", [
         test_a_full_disk_at_a_checkpoint_save_keeps_the_earlier_checkpoints_and_resumes,

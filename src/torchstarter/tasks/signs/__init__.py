@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from torchstarter.config import Field, Params
-from torchstarter.engine.examples import Examples, classification_examples
+from torchstarter.engine.evaluation import classification_examples
+from torchstarter.engine.examples import Examples
 from torchstarter.engine.losses import ClassificationLoss, balanced_class_weights
 from torchstarter.engine.task import DataInfo, Loss, Metric, Task
 from torchstarter.errors import ParamsError
