@@ -55,3 +55,44 @@ def write_predictions(path: Path, examples: Examples, header: dict[str, Any]) ->
             if examples.correct is not None and examples.correct_unit == examples.unit:
                 row["correct"] = bool(examples.correct[i])
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_predictions(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A predictions file checked whole: its header, as many rows as it says, each with
+    the header's metric parts, and ids and labels that still give the split's hash (so a
+    file edited by hand or cut short is refused, naming it)."""
+    from torchstarter.config.jsonfile import loads
+    from torchstarter.errors import UserError
+
+    redo = "run torchstarter evaluate again to rewrite it"
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; run torchstarter evaluate on that experiment "
+                        f"first") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read it ({exc}); {redo}") from None
+    try:
+        header = loads(lines[0], str(path)) if lines else None
+        rows = [loads(line, f"{path}:{i}") for i, line in enumerate(lines[1:], start=2)]
+    except ValueError as exc:
+        raise UserError(f"{path}: not a predictions file ({str(exc).splitlines()[0]}); "
+                        f"{redo}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise UserError(f"{path}: not a predictions file of this torchstarter (its first line "
+                        f"is not a '{FORMAT}' header); {redo}")
+    if header.get("examples") != len(rows):
+        raise UserError(f"{path}: {len(rows)} rows, but its header says "
+                        f"{header.get('examples')}: cut short or edited; {redo}")
+    metrics = header.get("parts") or {}
+    for i, row in enumerate(rows, start=2):
+        parts = row.get("parts") if isinstance(row, dict) else None
+        if not isinstance(parts, dict) or set(parts) != set(metrics) or not all(
+                isinstance(p, list) and all(isinstance(x, (int, float)) for x in p)
+                for p in parts.values()) or "id" not in row or "true" not in row:
+            raise UserError(f"{path}:{i}: not a row of this file (it needs id, true and the "
+                            f"parts of {', '.join(sorted(metrics))}); {redo}")
+    if split_hash(Examples(rows)) != header.get("split_sha256"):
+        raise UserError(f"{path}: its ids and labels no longer match the hash in its header "
+                        f"(edited by hand?); {redo}")
+    return header, rows
