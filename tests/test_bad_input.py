@@ -878,6 +878,66 @@ def _(w: World, tmp: Path) -> Scenario:
                      "--requeue"], "train --requeue", "add --restore auto", [w.signs_run])
 
 
+def evaluated(run: Path, data: Path, target: Path) -> Path:
+    """A copy of a trained run with its test evaluation written."""
+    copy(run, target)
+    cli("evaluate", "--model-dir", target, "--data-dir", data)
+    return target
+
+
+@case("compare-not-comparable", "tasks")
+def _(w: World, tmp: Path) -> Scenario:
+    a = evaluated(w.signs_run, w.signs_data, tmp / "a")
+    b = evaluated(w.ner_run, w.ner_data, tmp / "b")
+    return Scenario(["compare", a, b], f"{a} and {b}", "experiments of different tasks",
+                    [a, b])
+
+
+@case("compare-not-comparable", "data")
+def _(w: World, tmp: Path) -> Scenario:
+    a = evaluated(w.signs_run, w.signs_data, tmp / "a")
+    fewer = copy(w.signs_data, tmp / "fewer")
+    next(iter(sorted((fewer / "test_signs").iterdir()))).unlink()
+    b = evaluated(w.signs_run, fewer, tmp / "b")
+    return Scenario(["compare", a, b], f"{b / 'predictions_test_best.jsonl'}",
+                    "evaluated on different data", [a, b])
+
+
+@case("compare-not-comparable", "not-evaluated")
+def _(w: World, tmp: Path) -> Scenario:
+    a = evaluated(w.signs_run, w.signs_data, tmp / "a")
+    b = copy(w.signs_run, tmp / "b")
+    return Scenario(["compare", a, b], f"{b / 'predictions_test_best.jsonl'}",
+                    "has no evaluation on test with best weights yet", [a, b])
+
+
+@case("compare-not-comparable", "search-parent")
+def _(w: World, tmp: Path) -> Scenario:
+    a = evaluated(w.signs_run, w.signs_data, tmp / "a")
+    parent = search_parent(tmp, '{"space": {"learning_rate": [0.001]}}')
+    return Scenario(["compare", parent, a], f"{parent}", "a search parent, not one experiment",
+                    [a, parent])
+
+
+@case("predictions-file-damaged", "edited")
+def _(w: World, tmp: Path) -> Scenario:
+    a = evaluated(w.signs_run, w.signs_data, tmp / "a")
+    b = evaluated(w.signs_run, w.signs_data, tmp / "b")
+    path = b / "predictions_test_best.jsonl"
+    edit_line(path, 3, lambda line: line.replace('"true": "', '"true": "9', 1))
+    return Scenario(["compare", a, b], f"{path}", "no longer match the hash in its header",
+                    [a, b])
+
+
+@case("predictions-file-damaged", "cut-short")
+def _(w: World, tmp: Path) -> Scenario:
+    a = evaluated(w.signs_run, w.signs_data, tmp / "a")
+    b = evaluated(w.signs_run, w.signs_data, tmp / "b")
+    path = b / "predictions_test_best.jsonl"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-3]))
+    return Scenario(["compare", a, b], f"{path}", "cut short or edited", [a, b])
+
+
 @case("tags-not-bio", "build-dataset")
 def _(w: World, tmp: Path) -> Scenario:
     corpus = tmp / "corpus.conll"
