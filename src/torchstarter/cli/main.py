@@ -229,7 +229,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     weights = metrics.get("weights", {})
     intervals = metrics.get("intervals", {})
     for key, value in metrics.items():
-        if key in ("weights", "intervals", "predictions_file"):
+        if key in ("weights", "intervals", "predictions_file", "analysis"):
             continue
         if isinstance(value, dict) and not is_table(value):  # e.g. partial_epoch
             scalars.update({f"{key}.{k}": v for k, v in value.items()})
@@ -252,6 +252,9 @@ def _evaluate(args: argparse.Namespace) -> int:
               f"experiment's own checkpoint: written under a name of their own")
     if "predictions_file" in metrics:
         print(f"wrote {Path(args.model_dir) / metrics['predictions_file']} (every example)")
+    if metrics.get("analysis", {}).get("analysis_file"):
+        print(f"wrote {Path(args.model_dir) / metrics['analysis']['analysis_file']} "
+              f"(where the model is wrong)")
     print(f"wrote {path}")
     return 0
 

@@ -23,6 +23,7 @@ from torchstarter.engine.forward import place_model
 from torchstarter.engine.task import DataInfo, Task
 from torchstarter.errors import UserError
 from torchstarter.experiment import files
+from torchstarter.experiment.analysis import analyse
 from torchstarter.experiment.predictions import intervals, write_predictions
 from torchstarter.experiment.training import load_splits, setup_torch
 from torchstarter.tasks.registry import resolve_params
@@ -104,6 +105,8 @@ def evaluate(model_dir: Path, data_dir: Path, split: str = "test", restore: str 
         write_predictions(predictions, examples, {"task": task.name, "split": split,
                                                   "weights_sha256": digest})
         metrics["predictions_file"] = predictions.name
+        stem = predictions.stem.removeprefix("predictions_")
+        metrics["analysis"] = analyse(examples, data, Path(model_dir), stem)
     metrics["weights"] = {"file": str(path.resolve()), "sha256": digest,
                           "own": own is not None}
     out = Path(model_dir) / files.metrics_file(split, own or restore, digest)
