@@ -19,6 +19,7 @@ import numpy as np
 from torchstarter.errors import UserError
 from torchstarter.experiment import files
 from torchstarter.experiment.predictions import STATISTICS, read_predictions
+from torchstarter.report.synthesize import NOT_HYPERPARAMETERS
 from torchstarter.utils import stats
 
 
@@ -119,7 +120,7 @@ def compare(a: Path, b: Path, split: str = "test", restore: str = "best",
     params_a, params_b = _params(a), _params(b)
     differing = [(key, params_a.get(key), params_b.get(key))
                  for key in sorted(set(params_a) | set(params_b))
-                 if params_a.get(key) != params_b.get(key)]
+                 if params_a.get(key) != params_b.get(key) and key not in NOT_HYPERPARAMETERS]
     metrics = []
     for i, (metric, kind) in enumerate(sorted(header_a["parts"].items())):
         if header_b["parts"].get(metric) != kind:

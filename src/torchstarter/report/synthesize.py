@@ -32,6 +32,7 @@ from torchstarter.utils.atomic import atomic_write
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
+SEEDS_CSV = "results_by_seed.csv"
 # First line of every results.md synthesize writes: a file without it is the user's.
 MARKER = "<!-- written by torchstarter synthesize; rewritten on every run -->"
 CURVES_PNG = "learning_curves.png"
@@ -39,7 +40,7 @@ CURVES_PNG = "learning_curves.png"
 NOT_HYPERPARAMETERS = frozenset({"num_workers", "device", "num_threads", "save_summary_steps",
                                  "channels_last", "tensorboard", "plots"})
 # Differing keys that are not searched parameters: no search plot for them.
-NOT_SEARCHED = frozenset({"task", "metric", "metric_mode"})
+NOT_SEARCHED = frozenset({"task", "metric", "metric_mode", "seed"})  # seeds: see seed_table
 MAX_SEARCH_PLOTS = 12
 _NAMES_IN_A_NOTE = 3
 
@@ -96,12 +97,72 @@ def synthesize_report(parent_dir: Path) -> Report:
             if stale not in written:
                 stale.unlink(missing_ok=True)
     text = _with_notes(_summary(table, parent) + "\n\n" + markdown_table(table), table.notes)
-    images = "".join(f"![{p.stem}]({p.name})\n\n" for p in written)
+    seeds = seed_table(table)
+    if seeds is None and ours:
+        (parent / SEEDS_CSV).unlink(missing_ok=True)  # from when seeds were repeated here
+    if seeds is not None:
+        _write_text(parent / SEEDS_CSV, csv_text(seeds))
+        written.append(parent / SEEDS_CSV)
+        text += (f"\n\nRuns that differ only in their seed, one row per setting (mean ± "
+                 f"standard deviation over n seeds, then min-max):\n\n{seed_markdown(seeds)}")
+    images = "".join(f"![{p.stem}]({p.name})\n\n" for p in written if p.suffix == ".png")
     _write_text(parent / RESULTS_MD, f"# Results\n\n{text}\n"
                 + (f"\n## Plots\n\n{images}" if images else ""))
     _write_text(parent / RESULTS_CSV, csv_text(table))
     return Report(text=text, written=[parent / RESULTS_MD, parent / RESULTS_CSV, *written],
                   table=table)
+
+
+def seed_table(table: Table) -> Table | None:
+    """Experiments whose params differ only in `seed`, one row per setting: n, and the
+    mean, standard deviation (n - 1), min and max of each metric. None when no setting
+    was run with more than one seed."""
+    if "seed" not in table.varying:
+        return None
+    settings = [k for k in table.varying if k != "seed"]
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for exp, row in zip(table.experiments, table.rows, strict=True):
+        key = tuple(_canonical(exp.params.get(k)) for k in settings)
+        groups.setdefault(key, []).append(row)
+    if all(len(rows) < 2 for rows in groups.values()):
+        return None
+    metrics = [c for c in table.columns if c.startswith(("val_", "test_"))]
+    stats = ("mean", "std", "min", "max")
+    rows = []
+    for members in groups.values():  # in the order of their best run
+        row: dict[str, Any] = {k: members[0].get(k) for k in settings}
+        row.update(n=len(members), runs=" ".join(m["name"] for m in members))
+        for column in metrics:
+            values = [m[column] for m in members if _is_number(m.get(column))]
+            if values:
+                mean = sum(values) / len(values)
+                std = (math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+                       if len(values) > 1 else math.nan)
+                row.update({f"{column} mean": mean, f"{column} std": std,
+                            f"{column} min": min(values), f"{column} max": max(values)})
+        rows.append(row)
+    columns = [*settings, "n", *(f"{c} {s}" for c in metrics for s in stats), "runs"]
+    return Table(columns=columns, rows=rows, experiments=[], varying=settings,
+                 metric=table.metric, mode=table.mode)
+
+
+def seed_markdown(seeds: Table) -> str:
+    metrics = [c.removesuffix(" mean") for c in seeds.columns if c.endswith(" mean")]
+    cells = []
+    for row in seeds.rows:
+        cell = [_markdown_cell(_cell(k, row.get(k))) for k in seeds.varying]
+        cell.append(str(row["n"]))
+        for m in metrics:
+            if f"{m} mean" not in row:
+                cell.append("")
+                continue
+            std = row[f"{m} std"]
+            spread = "" if math.isnan(std) else f" ± {_metric_text(std)}"
+            cell.append(f"{_metric_text(row[f'{m} mean'])}{spread} "
+                        f"({_metric_text(row[f'{m} min'])}-{_metric_text(row[f'{m} max'])})")
+        cells.append(cell)
+    return tabulate(cells, headers=[*seeds.varying, "n", *metrics], tablefmt="pipe",
+                    disable_numparse=True)
 
 
 def build_table(experiments: Sequence[Experiment]) -> Table:

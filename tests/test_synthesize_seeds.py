@@ -1,0 +1,53 @@
+"""Repeated seeds: `synthesize` groups runs whose params differ only by seed into one row
+per setting, with n, mean, standard deviation, min and max of every metric."""
+
+import csv
+import json
+import statistics
+
+import pytest
+from conftest import TINY
+
+from torchstarter.experiment.training import train
+from torchstarter.report.synthesize import synthesize_report
+
+
+def test_runs_differing_only_by_seed_become_one_row_per_setting(tmp_path, sample_data):
+    parent = tmp_path / "repeats"
+    for lr in (1e-3, 1e-2):
+        for seed in (1, 2, 3):
+            folder = parent / f"lr{lr}_seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "params.json").write_text(json.dumps(
+                {**TINY, "num_epochs": 1, "learning_rate": lr, "seed": seed}))
+            train(folder, sample_data, console=False)
+    report = synthesize_report(parent)
+    with open(parent / "results.csv") as fh:
+        runs = list(csv.DictReader(fh))
+    with open(parent / "results_by_seed.csv") as fh:
+        groups = list(csv.DictReader(fh))
+    assert len(runs) == 6 and len(groups) == 2
+    for group in groups:
+        assert group["n"] == "3"
+        members = [r for r in runs if r["learning_rate"] == group["learning_rate"]]
+        assert sorted(group["runs"].split()) == sorted(r["name"] for r in members)
+        values = [float(r["val_accuracy"]) for r in members]
+        assert float(group["val_accuracy mean"]) == pytest.approx(statistics.mean(values))
+        assert float(group["val_accuracy std"]) == pytest.approx(statistics.stdev(values))
+        assert float(group["val_accuracy min"]) == pytest.approx(min(values))
+        assert float(group["val_accuracy max"]) == pytest.approx(max(values))
+    assert "Runs that differ only in their seed" in report.text
+    assert "Runs that differ only in their seed" in (parent / "results.md").read_text()
+    assert "seed" not in groups[0]
+
+
+def test_no_seed_table_without_repeats(tmp_path, sample_data):
+    parent = tmp_path / "single"
+    for seed in (1, 2):
+        folder = parent / f"run{seed}"
+        folder.mkdir(parents=True)
+        (folder / "params.json").write_text(json.dumps(
+            {**TINY, "num_epochs": 1, "seed": seed, "learning_rate": 10.0 ** -seed}))
+        train(folder, sample_data, console=False)
+    synthesize_report(parent)
+    assert not (parent / "results_by_seed.csv").exists()
