@@ -28,6 +28,7 @@ from torchstarter.report.collect import (
     is_missing,
     read_experiment,
 )
+from torchstarter.report.importance import importance_plot, importances
 from torchstarter.utils.atomic import atomic_write
 
 RESULTS_MD = "results.md"
@@ -36,6 +37,7 @@ SEEDS_CSV = "results_by_seed.csv"
 # First line of every results.md synthesize writes: a file without it is the user's.
 MARKER = "<!-- written by torchstarter synthesize; rewritten on every run -->"
 CURVES_PNG = "learning_curves.png"
+IMPORTANCE_PNG = "param_importances.png"
 # Settings of where and how a run executes, not of what it learns: never table columns.
 NOT_HYPERPARAMETERS = frozenset({"num_workers", "device", "num_threads", "save_summary_steps",
                                  "channels_last", "tensorboard", "plots"})
@@ -56,6 +58,7 @@ class Table:
     metric: str | None
     mode: str | None
     notes: list[str] = field(default_factory=list)
+    importances: dict[str, float] | None = None  # searched param -> share (fANOVA)
 
 
 @dataclass
@@ -96,7 +99,15 @@ def synthesize_report(parent_dir: Path) -> Report:
         for stale in parent.glob("search_*.png"):
             if stale not in written:
                 stale.unlink(missing_ok=True)
+        if parent / IMPORTANCE_PNG not in written:
+            (parent / IMPORTANCE_PNG).unlink(missing_ok=True)
     text = _with_notes(_summary(table, parent) + "\n\n" + markdown_table(table), table.notes)
+    if table.importances:
+        text += ("\n\nHyper-parameter importance (Optuna's fANOVA, seeded: each searched "
+                 "param's share of the variance of the selection metric):\n\n"
+                 + tabulate([[k, f"{v:.3f}"] for k, v in table.importances.items()],
+                            headers=["param", "importance"], tablefmt="pipe",
+                            disable_numparse=True))
     seeds = seed_table(table)
     if seeds is None and ours:
         (parent / SEEDS_CSV).unlink(missing_ok=True)  # from when seeds were repeated here
@@ -237,6 +248,12 @@ def write_search_plots(table: Table, parent: Path) -> list[Path]:
                  [row[key] for _, row in scored], [e.name for e, _ in scored], param, metric,
                  mode):
             written.append(path)
+    found = importances([e.params for e, _ in scored], [row[key] for _, row in scored],
+                        searched, mode)
+    if found is not None:
+        table.importances = found
+        if _draw(table, parent / IMPORTANCE_PNG, importance_plot, found, metric):
+            written.append(parent / IMPORTANCE_PNG)
     curves = [plots.Curve(exp.name, plots.epochs_of(exp.history),
                           [row.get(key) for row in exp.history])
               for exp in table.experiments if exp.history]

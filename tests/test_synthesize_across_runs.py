@@ -1,5 +1,6 @@
-"""Repeated seeds: `synthesize` groups runs whose params differ only by seed into one row
-per setting, with n, mean, standard deviation, min and max of every metric."""
+"""What `synthesize` says across runs: runs that differ only by seed grouped into one row
+per setting (n, mean, standard deviation, min and max of every metric), and the fANOVA
+importance of each searched hyper-parameter."""
 
 import csv
 import json
@@ -51,3 +52,22 @@ def test_no_seed_table_without_repeats(tmp_path, sample_data):
         train(folder, sample_data, console=False)
     synthesize_report(parent)
     assert not (parent / "results_by_seed.csv").exists()
+
+
+def test_a_search_of_two_params_gets_their_fanova_importances(tmp_path, sample_data):
+    parent = tmp_path / "search"
+    for lr in (1e-3, 1e-2):
+        for dropout in (0.1, 0.5, 0.8):
+            folder = parent / f"lr{lr}_drop{dropout}"
+            folder.mkdir(parents=True)
+            (folder / "params.json").write_text(json.dumps(
+                {**TINY, "num_epochs": 1, "learning_rate": lr, "dropout_rate": dropout}))
+            train(folder, sample_data, console=False)
+    report = synthesize_report(parent)
+    found = report.table.importances
+    assert set(found) == {"learning_rate", "dropout_rate"}
+    assert sum(found.values()) == pytest.approx(1.0)
+    assert "Hyper-parameter importance (Optuna's fANOVA" in report.text
+    assert (parent / "param_importances.png") in report.written
+    again = synthesize_report(parent).table.importances
+    assert again == found  # seeded: the same numbers every time
