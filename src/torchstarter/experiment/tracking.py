@@ -10,6 +10,7 @@ itself off.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -88,9 +89,25 @@ class EpochTrackers:
                 self.step_writer.add_scalar("lr", lr, optimizer_step)
             self.step_writer.flush()
 
-    def close(self) -> None:
+    def close(self, final: dict[str, float] | None = None) -> None:
+        """final: a finished run's best val metrics, recorded with its params for
+        TensorBoard's HPARAMS tab, where runs are compared setting by setting."""
         self._draw()
+        if final and self.writer is not None:
+            try:
+                self.writer.add_hparams(hparams(self.params.to_dict()),
+                                        {f"hparam/best_val_{k}": v for k, v in final.items()},
+                                        run_name=".")
+            except Exception as exc:  # noqa: BLE001 - logging must never end a run
+                log.warning("TensorBoard hparams not written: %s", exc)
         for writer in (self.writer, self.step_writer):
             if writer is not None:
                 writer.close()
         self.writer = self.step_writer = None
+
+
+def hparams(params: dict[str, Any]) -> dict[str, Any]:
+    """Params as TensorBoard takes them: numbers, strings and booleans as they are,
+    anything else (null, lists) as its JSON text."""
+    return {k: v if isinstance(v, bool | int | float | str) else json.dumps(v)
+            for k, v in params.items()}

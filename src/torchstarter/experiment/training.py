@@ -243,10 +243,12 @@ class TrainingRun:
             return trainer
         trackers = EpochTrackers(self.model_dir, params, trainer.epoch,
                                  trainer.optimizer_steps) if self.main else None
+        finished = False
         try:
             trainer.fit(self.data["train"], self.data["val"],
                         lambda result: self._epoch_end(result, trackers),
                         self.stop_after_epoch)
+            finished = True
         except StopRequested as exc:
             if self.main and trainer.partial_epoch is not None:  # mid-epoch: save where it is
                 save_checkpoint(trainer.state_dict(), self.model_dir / files.CHECKPOINTS["last"])
@@ -255,7 +257,7 @@ class TrainingRun:
             raise
         finally:
             if trackers is not None:
-                trackers.close()
+                trackers.close(best_val(trainer) if finished else None)
         es = trainer.early_stopping
         if es.should_stop:
             log.info("early stopping: no better val %s for %d epochs", params.metric,
@@ -392,6 +394,14 @@ def write_metrics_files(model_dir: Path, trainer: Trainer) -> None:
     if history:
         write_json(model_dir / files.VAL_LAST, val_row(history[-1]))
     write_json(model_dir / files.HISTORY, history)
+
+
+def best_val(trainer: Trainer) -> dict[str, float]:
+    """The val metrics of the best epoch (empty before there is one)."""
+    best = trainer.early_stopping.best_epoch
+    if best is None or best > len(trainer.history):
+        return {}
+    return {k[4:]: v for k, v in trainer.history[best - 1].items() if k.startswith("val_")}
 
 
 def _check_resumable(state: Mapping[str, Any], new: Params, path: Path) -> None:
