@@ -71,3 +71,26 @@ def test_a_search_of_two_params_gets_their_fanova_importances(tmp_path, sample_d
     assert (parent / "param_importances.png") in report.written
     again = synthesize_report(parent).table.importances
     assert again == found  # seeded: the same numbers every time
+
+
+def test_test_metrics_show_their_95_percent_interval(tmp_path, sample_data):
+    from torchstarter.experiment.evaluation import evaluate
+
+    parent = tmp_path / "evaluated"
+    for lr in (1e-3, 1e-2):
+        folder = parent / f"lr{lr}"
+        folder.mkdir(parents=True)
+        (folder / "params.json").write_text(json.dumps(
+            {**TINY, "num_epochs": 1, "learning_rate": lr}))
+        train(folder, sample_data, console=False)
+        evaluate(folder, sample_data)
+    synthesize_report(parent)
+    with open(parent / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        interval = json.loads((parent / row["name"] / "metrics_test_best.json").read_text())[
+            "intervals"]["accuracy"]
+        low, high = (float(x) for x in row["test_accuracy 95% CI"].split("-"))
+        assert (low, high) == (pytest.approx(interval["low"], abs=1e-4),
+                               pytest.approx(interval["high"], abs=1e-4))
+        assert low <= float(row["test_accuracy"]) <= high

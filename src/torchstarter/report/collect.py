@@ -43,6 +43,7 @@ class Experiment:
     val_best: dict[str, float] | None = None
     best_epoch: int | None = None
     test: dict[str, float] | None = None
+    test_intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # 95%
     status: str = "unknown"
     notes: list[str] = field(default_factory=list)
 
@@ -112,6 +113,11 @@ def read_experiment(folder: Path, parent: Path) -> Experiment:
         test = _read_object(folder / TEST_BEST, exp)
         if test is not None:
             exp.test = scalar_metrics(test)
+            found = test.get("intervals")
+            for name, interval in (found.items() if isinstance(found, dict) else ()):
+                if isinstance(interval, dict) and all(
+                        isinstance(interval.get(k), int | float) for k in ("low", "high")):
+                    exp.test_intervals[name] = (interval["low"], interval["high"])
     exp.status = _status(exp)
     return exp
 

@@ -137,7 +137,8 @@ def seed_table(table: Table) -> Table | None:
         groups.setdefault(key, []).append(row)
     if all(len(rows) < 2 for rows in groups.values()):
         return None
-    metrics = [c for c in table.columns if c.startswith(("val_", "test_"))]
+    metrics = [c for c in table.columns if c.startswith(("val_", "test_"))
+               and not c.endswith(" 95% CI")]
     stats = ("mean", "std", "min", "max")
     rows = []
     for members in groups.values():  # in the order of their best run
@@ -184,14 +185,18 @@ def build_table(experiments: Sequence[Experiment]) -> Table:
     val_columns = _metric_columns([e.val_best for e in experiments], metric)
     test_columns = _metric_columns([e.test for e in experiments], metric)
     _note_missing_metrics(experiments, val_columns, notes)
+    with_ci = {m for m in test_columns if any(m in e.test_intervals for e in experiments)}
     columns = ["name", *varying, *(f"val_{m}" for m in val_columns),
-               *(f"test_{m}" for m in test_columns), "best_epoch", "epochs", "status"]
+               *(c for m in test_columns for c in (f"test_{m}", f"test_{m} 95% CI")
+                 if c == f"test_{m}" or m in with_ci), "best_epoch", "epochs", "status"]
 
     def row(exp: Experiment) -> dict[str, Any]:
         values: dict[str, Any] = {"name": exp.name}
         values.update({k: exp.params.get(k) for k in varying})
         values.update({f"val_{m}": (exp.val_best or {}).get(m) for m in val_columns})
         values.update({f"test_{m}": (exp.test or {}).get(m) for m in test_columns})
+        values.update({f"test_{m} 95% CI": "-".join(map(_metric_text, exp.test_intervals[m]))
+                       for m in with_ci if m in exp.test_intervals})
         values.update(best_epoch=exp.best_epoch, epochs=exp.epochs, status=exp.status)
         return values
 
