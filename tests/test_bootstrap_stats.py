@@ -102,3 +102,11 @@ def test_mcnemar_is_symmetric_and_a_probability(pairs):
     assert one.p_value == pytest.approx(other.p_value)
     assert 0.0 <= one.p_value <= 1.0
     assert (one.only_a, one.only_b) == (other.only_b, other.only_a)
+
+
+def test_a_metric_with_nothing_counted_is_zero_as_the_engine_reports_it():
+    """Precision of a tagger that predicts no entity: (0 hits, 0 predicted) everywhere."""
+    parts = np.zeros((50, 2))
+    interval = bootstrap_interval(parts, ratio)
+    assert interval.low == interval.high == 0.0
+    np.testing.assert_array_equal(ratio(np.array([[3.0, 4.0], [0.0, 0.0]])), [0.75, 0.0])

@@ -33,7 +33,9 @@ def split_hash(examples: Examples) -> str:
 def intervals(examples: Examples, seed: int, resamples: int = stats.RESAMPLES
               ) -> dict[str, dict[str, Any]]:
     """A 95% percentile-bootstrap interval of each metric, resampling examples."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
+    if not examples.rows:
+        return out
     for i, (metric, (parts, kind)) in enumerate(sorted(examples.parts.items())):
         interval = stats.bootstrap_interval(parts, STATISTICS[kind], resamples,
                                             seed=seed + i)

@@ -113,9 +113,10 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
 
 
 def ratio(sums: np.ndarray) -> np.ndarray:
-    """Parts (hits, count): accuracy and the like."""
+    """Parts (hits, count): accuracy and the like; 0 when nothing was counted, as the
+    engine's metrics give (precision of a model that predicts no entity)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return sums[..., 0] / sums[..., 1]
+        return np.where(sums[..., 1] > 0, sums[..., 0] / sums[..., 1], 0.0)
 
 
 def f1(sums: np.ndarray) -> np.ndarray:
