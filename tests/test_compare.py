@@ -94,6 +94,39 @@ def test_a_predictions_file_edited_or_cut_short_is_refused(two_runs, tmp_path, c
     assert "not a predictions file" in refused(capsys, a, edited)
 
 
+def test_predictions_of_weights_trained_over_since_are_refused(two_runs, sample_data, tmp_path,
+                                                              capsys):
+    a, b = two_runs
+    again = shutil.copytree(b, tmp_path / "again")
+    train(again, sample_data, overwrite=True, console=False)
+    assert "written for other weights than" in refused(capsys, a, again)
+
+
+def test_two_ner_runs_compare_per_sentence_and_per_entity_type(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["sample-data", "--task", "ner", "--output-dir", str(tmp_path / "raw")]) == 0
+    assert main(["build-dataset", "--task", "ner", "--data-dir", str(tmp_path / "raw"),
+                 "--output-dir", str(data)]) == 0
+    assert main(["build-vocab", "--data-dir", str(data)]) == 0
+    runs = []
+    for name, epochs in (("one", 1), ("six", 6)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "params.json").write_text(json.dumps(
+            {"task": "ner", "learning_rate": 0.01, "batch_size": 8, "num_epochs": epochs,
+             "embedding_dim": 8, "lstm_hidden_dim": 8}))
+        train(folder, data, console=False)
+        evaluate(folder, data)
+        runs.append(folder)
+    result = compare(*runs)
+    assert result.unit == "sentence" and result.examples == len(rows(runs[0]))
+    assert {m["metric"] for m in result.metrics} == {"accuracy", "precision", "recall", "f1"}
+    right = [[r["true"] == r["predicted"] for r in rows(f)] for f in runs]
+    assert result.mcnemar.only_a == sum(x and not y for x, y in zip(*right, strict=True))
+    assert all(" " not in c["class"] for c in result.per_class)  # no seqeval averages
+    capsys.readouterr()
+
+
 def test_runs_on_different_data_or_not_evaluated_or_a_search_parent_are_refused(
         two_runs, sample_data, tmp_path, capsys):
     a, b = two_runs

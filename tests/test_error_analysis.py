@@ -73,3 +73,27 @@ def test_every_gold_and_every_predicted_entity_is_counted_once(pairs):
     assert kinds["correct"] + kinds["spurious"] <= n_pred
     if n_gold == 0:
         assert kinds["spurious"] == n_pred
+
+
+def test_a_prediction_overlapping_two_gold_entities_explains_only_one():
+    out = entity_outcomes([row(["B-per", "B-geo", "O"], ["B-per", "I-per", "O"])])
+    assert out["error_kinds"] == {"correct": 0, "wrong type": 0, "wrong boundary": 1,
+                                  "wrong type and boundary": 0, "missed": 1, "spurious": 0}
+    again = [entity_outcomes([row(["B-per", "B-geo", "O"], ["B-per", "I-per", "O"])])
+             for _ in range(3)]
+    assert all(o == out for o in again)
+
+
+def test_the_top_loss_grid_takes_float_and_grayscale_images(tmp_path):
+    import numpy as np
+
+    from torchstarter.experiment.analysis import top_losses_png
+
+    rows = [{"id": f"{i}.png", "true": "a", "predicted": "b", "loss": float(i),
+             "probabilities": {"a": 0.4, "b": 0.6}} for i in range(5)]
+    rng = np.random.default_rng(0)
+    for images in (rng.random((5, 3, 8, 8)), rng.normal(size=(5, 1, 8, 8)) * 40):
+        path = tmp_path / "grid.png"
+        assert top_losses_png(rows, images, path) == [f"{i}.png" for i in (4, 3, 2, 1, 0)]
+        with Image.open(path) as img:
+            assert img.format == "PNG"

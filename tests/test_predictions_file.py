@@ -81,7 +81,8 @@ def test_ner_rows_are_sentences_whose_parts_give_token_accuracy_and_entity_f1(tm
     train(model_dir, data, console=False)
     metrics, _ = evaluate(model_dir, data)
     header, rows = read(model_dir / metrics["predictions_file"])
-    assert header["unit"] == "sentence" and header["correct_unit"] == "token"
+    assert header["unit"] == header["correct_unit"] == "sentence"
+    assert all(row["correct"] == (row["true"] == row["predicted"]) for row in rows)
     sentences = (data / "test" / "sentences.txt").read_text(encoding="utf-8").splitlines()
     assert [" ".join(row["words"]) for row in rows] == sentences
     assert all(len(row["true"]) == len(row["predicted"]) == len(row["words"]) for row in rows)
@@ -116,3 +117,16 @@ def test_evaluate_prints_each_interval_beside_its_metric(make_experiment, sample
     assert "accuracy 95% CI" in out
     assert "95% CI: percentile bootstrap over the 120 examples, 1000 resamples, seed" in out
     assert "predictions_test_best.jsonl (every example)" in out
+
+
+def test_ids_that_are_odd_file_names_survive_the_round_trip(tmp_path):
+    from torchstarter.engine.examples import RATIO
+    from torchstarter.experiment.predictions import read_predictions, write_predictions
+
+    ids = ["a\u2028b.jpg", "c\x85d.jpg", "\udcff-undecodable.jpg", "plain.jpg"]
+    rows = [{"id": name, "true": "1", "predicted": "1"} for name in ids]
+    parts = np.ones((4, 2))
+    path = tmp_path / "predictions_test_best.jsonl"
+    write_predictions(path, Examples(rows, {"accuracy": (parts, RATIO)}), {"task": "t"})
+    header, back = read_predictions(path)
+    assert [row["id"] for row in back] == ids and header["examples"] == 4

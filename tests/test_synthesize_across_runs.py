@@ -94,3 +94,11 @@ def test_test_metrics_show_their_95_percent_interval(tmp_path, sample_data):
         assert (low, high) == (pytest.approx(interval["low"], abs=1e-4),
                                pytest.approx(interval["high"], abs=1e-4))
         assert low <= float(row["test_accuracy"]) <= high
+
+
+def test_no_importances_when_every_run_scored_the_same():
+    from torchstarter.report.importance import importances
+
+    params = [{"a": a, "b": b} for a in (1, 2) for b in (0.1, 0.2, 0.3)]
+    assert importances(params, [0.5] * 6, ["a", "b"], "max") is None
+    assert importances(params, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], ["a", "b"], "max") is not None

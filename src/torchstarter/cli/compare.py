@@ -35,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from torchstarter.report.compare import compare
 
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed}: must be 0 or more")
     if args.resamples < 100:
         raise UserError(f"--resamples {args.resamples}: use at least 100 (1000 is usual)")
     if args.restore not in ("best", "last"):

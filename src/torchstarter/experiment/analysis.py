@@ -21,6 +21,7 @@ from torchstarter.tasks.ner.entities import spans  # BIO tags -> (type, start, e
 from torchstarter.utils.atomic import atomic_write
 
 TOP_LOSSES = 16  # images in the grid
+MAX_DRAWN_CLASSES = 50  # beyond this a confusion picture is unreadable (the JSON has it)
 WORST = 10  # sentences listed
 KINDS = ("correct", "wrong type", "wrong boundary", "wrong type and boundary", "missed",
          "spurious")
@@ -103,7 +104,7 @@ def top_losses_png(rows: list[dict[str, Any]], images: Any, path: Path) -> list[
         row = rows[i]
         x = 8 + (k % columns) * (side + 8)
         y = 8 + (k // columns) * (side + caption + 8)
-        picture = np.ascontiguousarray(np.asarray(images[i]).transpose(1, 2, 0))
+        picture = _as_uint8(np.asarray(images[i]).transpose(1, 2, 0))
         tile = Image.fromarray(picture.squeeze(-1) if picture.shape[-1] == 1 else picture)
         img.paste(tile.resize((side, side), Image.Resampling.NEAREST), (x, y))
         prob = row["probabilities"][row["predicted"]]
@@ -112,6 +113,17 @@ def top_losses_png(rows: list[dict[str, Any]], images: Any, path: Path) -> list[
                                       f"({prob:.2f})", font=font, fill="#b00000")
     _save(img, path)
     return [rows[i]["id"] for i in order]
+
+
+def _as_uint8(picture: np.ndarray) -> np.ndarray:
+    """An HWC image as bytes: floats in [0, 1] (or beyond: scaled by their range)."""
+    if picture.dtype != np.uint8:
+        picture = picture.astype(np.float64)
+        low, high = float(picture.min()), float(picture.max())
+        if low < 0 or high > 1:
+            picture = (picture - low) / (high - low or 1)
+        picture = np.round(picture * 255).astype(np.uint8)
+    return np.ascontiguousarray(picture)
 
 
 def _save(img: Any, path: Path) -> None:
@@ -130,15 +142,17 @@ def entity_outcomes(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for row in rows:
         gold, pred = set(spans(row["true"])), set(spans(row["predicted"]))
         kinds["correct"] += len(gold & pred)
-        gold_left, pred_left = gold - pred, pred - gold
-        matched_pred = set()
-        for kind, a, b in gold_left:
-            overlap = [(k, c, d) for k, c, d in pred_left if c < b and a < d]
+        unused = sorted(pred - gold, key=lambda e: (e[1], e[2], e[0]))
+        for kind, a, b in sorted(gold - pred, key=lambda e: (e[1], e[2], e[0])):
+            # The closest unused prediction that overlaps: the same span, then the same
+            # type, then the most shared tokens. Each prediction explains one gold entity.
+            overlap = [(k, c, d) for k, c, d in unused if c < b and a < d]
             if not overlap:
                 kinds["missed"] += 1
                 continue
-            k, c, d = overlap[0]
-            matched_pred.add((k, c, d))
+            k, c, d = min(overlap, key=lambda e: ((e[1], e[2]) != (a, b), e[0] != kind,
+                                                  -(min(b, e[2]) - max(a, e[1])), e[1]))
+            unused.remove((k, c, d))
             if (c, d) == (a, b):
                 kinds["wrong type"] += 1
                 confused[kind, k] += 1
@@ -146,7 +160,7 @@ def entity_outcomes(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 kinds["wrong boundary"] += 1
             else:
                 kinds["wrong type and boundary"] += 1
-        kinds["spurious"] += len(pred_left - matched_pred)
+        kinds["spurious"] += len(unused)
     return {"error_kinds": {kind: kinds[kind] for kind in KINDS},
             "type_confusion": [{"true": t, "predicted": p, "count": n}
                                for (t, p), n in confused.most_common()]}
@@ -166,13 +180,15 @@ def analyse(examples: Examples, data: Any, folder: Path, stem: str) -> dict[str,
         table = confusion(rows, names)
         out["confusion"] = table
         picture = folder / f"confusion_{stem}.png"
-        confusion_png(table, picture)
-        md += [f"![confusion matrix]({picture.name})", "", "| class | precision | recall | "
-               "f1 | support |", "|---|---|---|---|---|"]
+        if len(names) <= MAX_DRAWN_CLASSES:
+            confusion_png(table, picture)
+            md += [f"![confusion matrix]({picture.name})", ""]
+        md += ["| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
         md += [f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | "
                f"{c['support']} |" for name, c in table["per_class"].items()]
         images = getattr(data, "inputs", None)
-        if images is not None and getattr(images, "ndim", 0) == 4 and "loss" in rows[0]:
+        if (images is not None and getattr(images, "ndim", 0) == 4 and "loss" in rows[0]
+                and images.shape[1] in (1, 3)):
             picture = folder / f"top_losses_{stem}.png"
             out["top_losses"] = top_losses_png(rows, images.cpu().numpy(), picture)
             md += ["", f"Highest-loss examples: ![top losses]({picture.name})"]

@@ -106,7 +106,12 @@ def evaluate(model_dir: Path, data_dir: Path, split: str = "test", restore: str 
                                                   "weights_sha256": digest})
         metrics["predictions_file"] = predictions.name
         stem = predictions.stem.removeprefix("predictions_")
-        metrics["analysis"] = analyse(examples, data, Path(model_dir), stem)
+        try:
+            metrics["analysis"] = analyse(examples, data, Path(model_dir), stem)
+        except OSError:
+            raise  # a full disk or a read-only folder: the user's to fix, said in one line
+        except Exception as exc:  # noqa: BLE001 - the metrics matter more than any picture
+            metrics["analysis"] = {"error": f"{type(exc).__name__}: {exc}"}
     metrics["weights"] = {"file": str(path.resolve()), "sha256": digest,
                           "own": own is not None}
     out = Path(model_dir) / files.metrics_file(split, own or restore, digest)

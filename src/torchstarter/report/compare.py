@@ -3,21 +3,23 @@
 Both must have been evaluated on one split (the predictions files carry its hash). For
 each metric: A, B, the difference and a paired-bootstrap 95% interval of it (the same
 resampled examples for both, which is what makes small but steady gains visible);
-McNemar's test on the units each prediction is right or wrong for (images; NER tokens);
+McNemar's test on the examples each run gets right or wrong (a NER sentence is right when
+every tag is);
 per-class (or per entity type) differences; and the examples whose correctness flipped.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from torchstarter.config.jsonfile import read_json
 from torchstarter.errors import UserError
 from torchstarter.experiment import files
+from torchstarter.experiment.evaluation import file_sha256
 from torchstarter.experiment.predictions import STATISTICS, read_predictions
 from torchstarter.report.synthesize import NOT_HYPERPARAMETERS
 from torchstarter.utils import stats
@@ -53,26 +55,35 @@ def _experiment(folder: Path, split: str, restore: str) -> tuple[dict, list[dict
                         f"{restore} weights yet; run torchstarter evaluate --model-dir "
                         f"{folder} --data-dir DATA --split {split} --restore {restore}")
     header, rows = read_predictions(path)
+    weights = folder / files.CHECKPOINTS[restore]
+    if weights.is_file() and header.get("weights_sha256") != file_sha256(weights):
+        raise UserError(f"{path}: written for other weights than {weights} holds now (trained "
+                        f"again since?); run torchstarter evaluate again")
     return header, rows, path
+
+
+def _read(path: Path) -> Any:
+    """A JSON file, or None when it cannot be read: these only add detail to the table."""
+    try:
+        return read_json(path)
+    except (OSError, ValueError, UserError):
+        return None
 
 
 def _params(folder: Path) -> dict[str, Any]:
     for name in ("resolved_params.json", "params.json"):
-        try:
-            value = json.loads((Path(folder) / name).read_text(encoding="utf-8-sig"))
-        except (OSError, ValueError):
-            continue
+        value = _read(Path(folder) / name)
         if isinstance(value, dict):
             return value
     return {}
 
 
 def _correct(rows: list[dict[str, Any]]) -> np.ndarray:
-    """Right or wrong per unit: the row's own flag, else per position of its tag lists."""
-    if all("correct" in row for row in rows):
-        return np.array([bool(row["correct"]) for row in rows])
-    return np.array([t == p for row in rows for t, p in zip(row["true"], row["predicted"],
-                                                                strict=True)], dtype=bool)
+    """Right or wrong per row: its own flag, else whether its prediction equals its truth
+    (a sentence tagged entirely right). Rows, not tokens: the errors of one sentence are
+    not independent, and McNemar's test assumes its pairs are."""
+    return np.array([row["correct"] is True if "correct" in row
+                     else row.get("predicted") == row["true"] for row in rows])
 
 
 def _per_class(rows_a: list[dict], rows_b: list[dict]) -> list[dict[str, Any]]:
@@ -93,13 +104,12 @@ def _per_type(a: Path, b: Path, split: str, restore: str) -> list[dict[str, Any]
     """F1 per entity type from the metrics files' per_type tables (NER)."""
     tables = []
     for folder in (a, b):
-        try:
-            metrics = json.loads((folder / files.metrics_file(split, restore)).read_text())
-        except (OSError, ValueError):
+        metrics = _read(folder / files.metrics_file(split, restore))
+        table = metrics.get("per_type") if isinstance(metrics, dict) else None
+        if not isinstance(table, dict):
             return []
-        tables.append(metrics.get("per_type") if isinstance(metrics, dict) else None)
-    if not all(isinstance(t, dict) for t in tables):
-        return []
+        tables.append({name: row for name, row in table.items() if " " not in name
+                       and isinstance(row, dict) and isinstance(row.get("f1"), int | float)})
     return [{"class": name, "support": tables[0][name].get("support"),
              "a": tables[0][name]["f1"], "b": tables[1][name]["f1"],
              "difference": tables[1][name]["f1"] - tables[0][name]["f1"]}
@@ -136,19 +146,13 @@ def compare(a: Path, b: Path, split: str = "test", restore: str = "best",
                         "difference": value_b - value_a, "low": interval.low,
                         "high": interval.high})
     correct_a, correct_b = _correct(rows_a), _correct(rows_b)
-    test = stats.mcnemar(correct_a, correct_b) if len(correct_a) == len(correct_b) else None
+    test = stats.mcnemar(correct_a, correct_b)
     flipped: dict[str, list[str]] = {"fixed": [], "broken": []}
-    if all("correct" in row for row in rows_a + rows_b):
-        for row_a, row_b in zip(rows_a, rows_b, strict=True):
-            if row_a["correct"] != row_b["correct"]:
-                flipped["fixed" if row_b["correct"] else "broken"].append(row_a["id"])
-    else:  # sentences: flipped when one run tags every token right and the other does not
-        for row_a, row_b in zip(rows_a, rows_b, strict=True):
-            right_a, right_b = row_a["true"] == row_a["predicted"], row_b["true"] == row_b[
-                "predicted"]
-            if right_a != right_b:
-                flipped["fixed" if right_b else "broken"].append(row_a["id"])
+    for row, right_a, right_b in zip(rows_a, correct_a, correct_b, strict=True):
+        if right_a != right_b:
+            flipped["fixed" if right_b else "broken"].append(str(row["id"]))
     per_class = _per_class(rows_a, rows_b) or _per_type(Path(a), Path(b), split, restore)
-    return Comparison(Path(a), Path(b), split, header_a.get("unit", "example"), len(rows_a),
-                      differing, metrics, test, header_a.get("correct_unit", "example"),
+    unit = header_a.get("unit", "example")
+    return Comparison(Path(a), Path(b), split, unit, len(rows_a), differing, metrics, test,
+                      unit if unit == "example" else f"{unit} (entirely right or not)",
                       per_class, flipped, resamples, seed)

@@ -40,8 +40,8 @@ def importances(params: Sequence[dict[str, Any]], scores: Sequence[float],
 
     runs = [(p, s) for p, s in zip(params, scores, strict=True)
             if isinstance(s, int | float) and math.isfinite(s)]
-    if len(runs) < MIN_RUNS:
-        return None
+    if len(runs) < MIN_RUNS or len({s for _, s in runs}) < 2:
+        return None  # too few runs, or all scored the same: nothing to apportion
     distributions = {}
     for key in searched:
         dist = _distribution([p.get(key) for p, _ in runs])

@@ -125,14 +125,16 @@ def synthesize_report(parent_dir: Path) -> Report:
 
 
 def seed_table(table: Table) -> Table | None:
-    """Experiments whose params differ only in `seed`, one row per setting: n, and the
-    mean, standard deviation (n - 1), min and max of each metric. None when no setting
-    was run with more than one seed."""
+    """Finished experiments whose params differ only in `seed`, one row per setting: n,
+    and the mean, standard deviation (n - 1), min and max of each metric. None when no
+    setting has more than one finished seed."""
     if "seed" not in table.varying:
         return None
     settings = [k for k in table.varying if k != "seed"]
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for exp, row in zip(table.experiments, table.rows, strict=True):
+        if exp.status != "finished":  # a failed or unfinished run is no sample of the seed
+            continue
         key = tuple(_canonical(exp.params.get(k)) for k in settings)
         groups.setdefault(key, []).append(row)
     if all(len(rows) < 2 for rows in groups.values()):
@@ -253,8 +255,12 @@ def write_search_plots(table: Table, parent: Path) -> list[Path]:
                  [row[key] for _, row in scored], [e.name for e, _ in scored], param, metric,
                  mode):
             written.append(path)
-    found = importances([e.params for e, _ in scored], [row[key] for _, row in scored],
-                        searched, mode)
+    try:
+        found = importances([e.params for e, _ in scored], [row[key] for _, row in scored],
+                            searched, mode)
+    except Exception as exc:  # like a plot: never worth the table
+        table.notes.append(f"importances not computed ({type(exc).__name__}: {exc})")
+        found = None
     if found is not None:
         table.importances = found
         if _draw(table, parent / IMPORTANCE_PNG, importance_plot, found, metric):

@@ -69,13 +69,12 @@ def examples(model: torch.nn.Module, params: Params, data: TokenData, device: to
     matches with the same type, start and end, as in the CoNLL score)."""
     words = getattr(data, "tokens", None)
     gold_seqs, pred_seqs = tag_sentences(model, params, data, device, data_info["tags"])
-    rows, counts, correct = [], [], []
+    rows, counts = [], []
     for i, (gold, pred) in enumerate(zip(gold_seqs, pred_seqs, strict=True)):
         right = [g == p for g, p in zip(gold, pred, strict=True)]
         g, p = set(spans(gold)), set(spans(pred))
         tp = len(g & p)
         counts.append([sum(right), len(right), tp, len(p), len(g)])
-        correct.extend(right)
         rows.append({"id": str(i), **({"words": words[i]} if words is not None else {}),
                      "true": gold, "predicted": pred, "token_errors": len(right) - sum(right),
                      "entity_errors": len(g ^ p)})
@@ -85,8 +84,11 @@ def examples(model: torch.nn.Module, params: Params, data: TokenData, device: to
              "precision": (np.stack([tp, n_pred], axis=1), RATIO),
              "recall": (np.stack([tp, n_gold], axis=1), RATIO),
              "f1": (np.stack([tp, n_pred - tp, n_gold - tp], axis=1), F1)}
-    return Examples(rows, parts, np.asarray(correct, dtype=bool), unit="sentence",
-                    correct_unit="token")
+    # Right or wrong per sentence (every tag), for McNemar's test: the tokens of a sentence
+    # are not independent examples.
+    correct = np.array([gold == pred for gold, pred in zip(gold_seqs, pred_seqs, strict=True)],
+                       dtype=bool)
+    return Examples(rows, parts, correct, unit="sentence", correct_unit="sentence")
 
 
 def oov_entity_scores(gold: list[list[str]], pred: list[list[str]],
