@@ -919,23 +919,27 @@ def _(w: World, tmp: Path) -> Scenario:
                     [a, parent])
 
 
-@case("predictions-file-damaged", "edited")
-def _(w: World, tmp: Path) -> Scenario:
+def damaged_compare(w: World, tmp: Path, damage: Callable[[Path], None], says: str
+                    ) -> Scenario:
+    """compare of two evaluated runs whose second predictions file `damage` changed."""
     a = evaluated(w.signs_run, w.signs_data, tmp / "a")
     b = evaluated(w.signs_run, w.signs_data, tmp / "b")
     path = b / "predictions_test_best.jsonl"
-    edit_line(path, 3, lambda line: line.replace('"true": "', '"true": "9', 1))
-    return Scenario(["compare", a, b], f"{path}", "no longer match the hash in its header",
-                    [a, b])
+    damage(path)
+    return Scenario(["compare", a, b], f"{path}", says, [a, b])
+
+
+@case("predictions-file-damaged", "edited")
+def _(w: World, tmp: Path) -> Scenario:
+    return damaged_compare(w, tmp, lambda path: edit_line(
+        path, 3, lambda line: line.replace('"true": "', '"true": "9', 1)),
+        "no longer match the hash in its header")
 
 
 @case("predictions-file-damaged", "cut-short")
 def _(w: World, tmp: Path) -> Scenario:
-    a = evaluated(w.signs_run, w.signs_data, tmp / "a")
-    b = evaluated(w.signs_run, w.signs_data, tmp / "b")
-    path = b / "predictions_test_best.jsonl"
-    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-3]))
-    return Scenario(["compare", a, b], f"{path}", "cut short or edited", [a, b])
+    return damaged_compare(w, tmp, lambda path: path.write_text("".join(
+        path.read_text().splitlines(keepends=True)[:-3])), "cut short or edited")
 
 
 @case("tags-not-bio", "build-dataset")

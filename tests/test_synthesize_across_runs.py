@@ -13,15 +13,23 @@ from torchstarter.experiment.training import train
 from torchstarter.report.synthesize import synthesize_report
 
 
+def trained_grid(parent, data, **grid):
+    """One tiny one-epoch run per combination of the grid's values, trained in place."""
+    import itertools
+
+    keys = list(grid)
+    for values in itertools.product(*grid.values()):
+        folder = parent / "_".join(f"{k}{v}" for k, v in zip(keys, values, strict=True))
+        folder.mkdir(parents=True)
+        (folder / "params.json").write_text(json.dumps(
+            {**TINY, "num_epochs": 1, **dict(zip(keys, values, strict=True))}))
+        train(folder, data, console=False)
+    return parent
+
+
 def test_runs_differing_only_by_seed_become_one_row_per_setting(tmp_path, sample_data):
-    parent = tmp_path / "repeats"
-    for lr in (1e-3, 1e-2):
-        for seed in (1, 2, 3):
-            folder = parent / f"lr{lr}_seed{seed}"
-            folder.mkdir(parents=True)
-            (folder / "params.json").write_text(json.dumps(
-                {**TINY, "num_epochs": 1, "learning_rate": lr, "seed": seed}))
-            train(folder, sample_data, console=False)
+    parent = trained_grid(tmp_path / "repeats", sample_data, learning_rate=(1e-3, 1e-2),
+                          seed=(1, 2, 3))
     report = synthesize_report(parent)
     with open(parent / "results.csv") as fh:
         runs = list(csv.DictReader(fh))
@@ -55,14 +63,8 @@ def test_no_seed_table_without_repeats(tmp_path, sample_data):
 
 
 def test_a_search_of_two_params_gets_their_fanova_importances(tmp_path, sample_data):
-    parent = tmp_path / "search"
-    for lr in (1e-3, 1e-2):
-        for dropout in (0.1, 0.5, 0.8):
-            folder = parent / f"lr{lr}_drop{dropout}"
-            folder.mkdir(parents=True)
-            (folder / "params.json").write_text(json.dumps(
-                {**TINY, "num_epochs": 1, "learning_rate": lr, "dropout_rate": dropout}))
-            train(folder, sample_data, console=False)
+    parent = trained_grid(tmp_path / "search", sample_data, learning_rate=(1e-3, 1e-2),
+                          dropout_rate=(0.1, 0.5, 0.8))
     report = synthesize_report(parent)
     found = report.table.importances
     assert set(found) == {"learning_rate", "dropout_rate"}
