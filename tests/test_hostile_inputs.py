@@ -24,8 +24,8 @@ from conftest import TINY
 from PIL import Image
 
 from torchstarter.cli.main import main
-from torchstarter.tasks.signs import images
 from torchstarter.tasks.signs.images import open_rgb
+from torchstarter.tasks.vision import decode as images
 
 NER_TINY = {"task": "ner", "learning_rate": 0.01, "batch_size": 8, "num_epochs": 1,
             "embedding_dim": 8, "lstm_hidden_dim": 8}

@@ -8,7 +8,6 @@ OUT/build_report.json describing the split and every exact duplicate.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import random
 import shutil
 from collections import defaultdict
@@ -23,6 +22,8 @@ from torchstarter.tasks.signs.images import (
     open_rgb,
     resize,
 )
+from torchstarter.tasks.vision.decode import pixel_hash
+from torchstarter.tasks.vision.duplicates import duplicate_lines, find_duplicates
 from torchstarter.utils.atomic import write_json
 from torchstarter.utils.folders import check_apart, replace_folder
 
@@ -40,34 +41,12 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave out val/test images whose pixels equal a training image's")
 
 
-def pixel_hash(img) -> str:
-    return hashlib.sha1(img.tobytes() + repr(img.size).encode()).hexdigest()
-
-
 def plan_split(files: list[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
     """Sort, shuffle with `seed`, hold out the first val_fraction: reproducible anywhere."""
     shuffled = sorted(files)
     random.Random(seed).shuffle(shuffled)
     n_val = round(len(shuffled) * val_fraction)
     return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
-
-
-def find_duplicates(hashes: dict[str, dict[str, str]]) -> dict[str, Any]:
-    """Summarise exact duplicates: within each split, and val/test copies of train images."""
-    report: dict[str, Any] = {"within": {}, "leaks": {}}
-    for split, by_name in hashes.items():
-        groups = defaultdict(list)
-        for name, digest in by_name.items():
-            groups[digest].append(name)
-        report["within"][split] = sorted(sorted(g) for g in groups.values() if len(g) > 1)
-    train_hashes = set(hashes.get("train", {}).values())
-    for split in ("val", "test"):
-        report["leaks"][split] = sorted(
-            name for name, digest in hashes.get(split, {}).items() if digest in train_hashes)
-    val_hashes = set(hashes.get("val", {}).values())
-    report["leaks"]["test_in_val"] = sorted(
-        name for name, digest in hashes.get("test", {}).items() if digest in val_hashes)
-    return report
 
 
 def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
@@ -137,16 +116,6 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     for split in SPLITS:
         c = report["splits"][split]
         lines.append(f"{split:5s}: {c['images']:5d} images ({c['resized']} resized)")
-    dup = report["duplicates"]
-    within = {s: sum(len(g) - 1 for g in groups) for s, groups in dup["within"].items()}
-    lines.append("exact duplicates within a split (extra copies): "
-                 + ", ".join(f"{s} {n}" for s, n in within.items()))
-    leak_val, leak_test = len(dup["leaks"]["val"]), len(dup["leaks"]["test"])
-    lines.append(f"val images equal to a train image: {leak_val}; test images: {leak_test}; "
-                 f"test images equal to a val image: {len(dup['leaks']['test_in_val'])}")
+    lines += duplicate_lines(report["duplicates"], report["drop_leaks"])
     lines.append(f"wrote {report['output']}")
-    if report["drop_leaks"]:
-        lines.append(f"dropped {leak_val} val and {leak_test} test images (--drop-leaks)")
-    elif leak_val or leak_test:
-        lines.append("pass --drop-leaks to leave those val/test images out")
     return lines

@@ -1,34 +1,28 @@
-"""Reading SIGNS image files: labels from names, decoding with clear errors.
-
-build-dataset, training and predict all list images with `list_images` (or
-`is_image_name`) and decode them with `open_rgb`, so the three accept the same files and
-turn them into the same pixels.
-"""
+"""SIGNS image files: labels from names and the 64x64 size; decoding is shared with every
+image task (torchstarter.tasks.vision.decode) and re-exported here for the tutorial's
+imports."""
 
 from __future__ import annotations
 
-import re
-import struct
-import warnings
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from torchstarter.errors import UserError
+from torchstarter.tasks.vision import decode
+from torchstarter.tasks.vision.decode import (  # noqa: F401 - the names SIGNS code imports
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    NO_IMAGES,
+    SUFFIX_LIST,
+    is_image_name,
+    open_rgb,
+    pixel_limit,
+    to_chw_uint8,
+    to_rgb,
+)
 
-# The formats Pillow decodes well. The first three are what SIGNS ships and what the
-# error messages name first; matching ignores case (IMG_1.JPG is an image).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-SUFFIX_LIST = "/".join(IMAGE_SUFFIXES)
-NO_IMAGES = (f"no {'/'.join(IMAGE_SUFFIXES[:3])} images in this folder "
-             f"(nor {'/'.join(IMAGE_SUFFIXES[3:])})")
 IMAGE_SIZE = 64
-
-# Raw SIGNS photos are about 9 megapixels (3024x3024); a picture above 50 megapixels is
-# a mistake or a decompression bomb, and decoding it would take gigabytes of memory.
-MAX_PIXELS = 50_000_000
-
 BUILT_DATA_HINT = ("--data-dir must be a folder made by torchstarter build-dataset "
                    "(train_signs/, val_signs/, test_signs/)")
 NUM_CLASSES_HINT = "raise num_classes in params.json"
@@ -50,127 +44,11 @@ def label_from_name(path: Path, num_classes: int, classes_hint: str = NUM_CLASSE
     return label
 
 
-def is_image_name(path: Path) -> bool:
-    """Whether the name ends in an accepted image suffix, in any case: one rule for every
-    command, so predict takes exactly the files build-dataset and train take."""
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
-
-
 def list_images(folder: Path, hint: str = BUILT_DATA_HINT) -> list[Path]:
-    """Image files of a folder, sorted by name so every run sees the same order.
-
-    `hint` tells what the folder should be, since raw and built data differ. Entries that
-    are not regular files (subfolders, broken or looping links) are left out.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"{folder}: folder not found; {hint}")
-    try:
-        entries = list(folder.iterdir())
-    except OSError as exc:
-        raise UserError(f"{folder}: cannot list the folder ({exc.strerror}); {hint}") from None
-    files = sorted(p for p in entries if is_image_name(p) and p.is_file())
-    if not files:
-        raise UserError(f"{folder}: {NO_IMAGES}; {hint}")
-    return files
-
-
-def pixel_limit() -> int:
-    """The most pixels an image may have: ours, or Pillow's own limit if someone set it
-    lower (Pillow would otherwise warn or refuse in its own words)."""
-    pillow = Image.MAX_IMAGE_PIXELS
-    return MAX_PIXELS if pillow is None else min(MAX_PIXELS, int(pillow))
-
-
-def _too_large(path: Path, pixels: int | None, size: tuple[int, int] | None = None
-               ) -> UserError:
-    limit = pixel_limit()
-    what = f"{size[0]}x{size[1]} = {pixels:,} pixels" if size and pixels else (
-        f"{pixels:,} pixels" if pixels else "too many pixels")
-    return UserError(f"{path}: image is too large ({what}, the limit is {limit:,}); resize "
-                     f"it below {limit:,} pixels or remove it")
-
-
-def open_rgb(path: Path) -> Image.Image:
-    """Decode an image upright (EXIF orientation applied) as 8-bit RGB (see `to_rgb`).
-
-    An image above `pixel_limit()` is refused from its header, before decoding, in one
-    line; Pillow's DecompressionBombWarning becomes that same refusal instead of a
-    printed warning, and its other warnings (about metadata such as a damaged EXIF
-    block) are not shown: the pixels are what counts. The warning filters are changed
-    only while the file is decoded (not thread-safe, like all of `warnings`).
-    """
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise UserError(f"{path}: empty file, not an image; remove or replace the file")
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
-            warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                width, height = img.size
-                if width * height > pixel_limit():
-                    raise _too_large(path, width * height, img.size)
-                img.load()
-                return to_rgb(_upright(img))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        raise _too_large(path, int(found.group(1)) if found else None) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error,
-            EOFError) as exc:
-        raise UserError(f"{path}: not a readable image ({exc.__class__.__name__}); remove or "
-                        f"replace the file") from None
-
-
-def _upright(img: Image.Image) -> Image.Image:
-    """The image turned as its EXIF orientation says; as stored if the EXIF is unreadable
-    (a damaged metadata block should not cost the picture)."""
-    try:
-        return ImageOps.exif_transpose(img)
-    except (OSError, SyntaxError, ValueError, struct.error, KeyError, TypeError, IndexError):
-        return img
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """8-bit RGB with the brightness the picture shows, whatever the file's color mode.
-
-    Pillow's own convert("RGB") clips 16-bit grayscale to white, so deep images are
-    scaled here: "I;16*" and "I" (which is how Pillow opens 16-bit PNG and TIFF) map
-    0..65535 to 0..255 (value / 257, rounded; "I" values outside 0..65535 are clipped);
-    "F" maps 0..1 to 0..255 when its values lie in 0..1, else it is taken as 0..255 and
-    clipped. Transparent images ("RGBA", "LA", "PA", "P" or "L" with a transparent
-    color) are composited on white, as a viewer shows them, rather than having the
-    alpha dropped, which would reveal whatever color hides under transparent pixels
-    (often black). "1", "L", "P", "CMYK" and "YCbCr" convert directly. Other modes
-    raise ValueError.
-    """
-    mode = img.mode
-    if mode == "RGB" and "transparency" not in img.info:
-        return img
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        values = np.asarray(img).astype(np.float64)
-        if mode == "F":
-            values = np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0)
-            if values.size and values.min() >= 0 and values.max() <= 1:
-                values = values * 255
-        else:
-            values = values / 257
-        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB")
-    if mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in img.info:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img.convert("RGB")
+    """The folder's image files sorted by name (decode.list_images), told as SIGNS data."""
+    return decode.list_images(folder, hint)
 
 
 def resize(img: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
-    """size x size with Lanczos filtering; an image already that size is returned as is."""
-    if img.size == (size, size):
-        return img
-    return img.resize((size, size), Image.Resampling.LANCZOS)
-
-
-def to_chw_uint8(img: Image.Image) -> np.ndarray:
-    """An RGB image as a [3, H, W] uint8 array, the layout the network takes."""
-    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+    """SIGNS photos are square: stretched to 64x64 as the tutorial does."""
+    return decode.resize(img, size)
