@@ -1,7 +1,9 @@
 """build-dataset and build-vocab for NER: corpus -> train/val/test splits -> vocabularies.
 
 Input: the Kaggle ner_dataset.csv (or its .zip) or a CoNLL column file, or a folder
-holding one. Output: OUT/{train,val,test}/{sentences.txt,labels.txt} and
+holding one, or a folder holding a corpus's own split files (train.*, valid.*|dev.*|val.*,
+test.*), which are kept as they ship, since results are only comparable on the official
+test split. Output: OUT/{train,val,test}/{sentences.txt,labels.txt} and
 OUT/build_report.json; build-vocab then adds words.txt, tags.txt, dataset_params.json.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import random
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,10 @@ from torchstarter.tasks.ner.corpus import (
     clean_token,
     detect_format,
     locate_corpus,
+    locate_split_files,
+    read_conll,
     read_corpus,
+    read_kaggle_csv,
     read_split,
     write_split,
 )
@@ -30,6 +36,8 @@ from torchstarter.utils.atomic import write_json
 from torchstarter.utils.folders import check_apart, replace_folder
 
 SPLITS = ("train", "val", "test")
+DEFAULT_TRAIN_FRACTION = 0.7
+DEFAULT_VAL_FRACTION = 0.15
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,11 +51,20 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                              "always windows-1252)")
     parser.add_argument("--keep-order", "--keep_order", action="store_true",
                         help="split sentences in file order instead of shuffling with --seed")
-    parser.add_argument("--train-fraction", "--train_fraction", type=float, default=0.7,
-                        help="share of sentences for training (default 0.7)")
-    parser.add_argument("--val-fraction", "--val_fraction", type=float, default=0.15,
+    parser.add_argument("--train-fraction", "--train_fraction", type=float,
+                        default=DEFAULT_TRAIN_FRACTION,
+                        help="share of sentences for training (default 0.7); not with a "
+                             "corpus's own split files, unless --resplit")
+    parser.add_argument("--val-fraction", "--val_fraction", type=float,
+                        default=DEFAULT_VAL_FRACTION,
                         help="share of sentences for validation (default 0.15); test gets "
-                             "the rest")
+                             "the rest. With only train.* and test.* files: the share of "
+                             "train.* held out for val")
+    parser.add_argument("--resplit", action="store_true",
+                        help="a folder of split files (train.*, valid.*|dev.*, test.*) is "
+                             "kept as it ships; --resplit pools them and cuts new splits by "
+                             "the fractions and --seed instead (results then no longer "
+                             "compare with the official test split)")
 
 
 def add_vocab_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +110,173 @@ def plan_split(sentences: list[Sentence], train_fraction: float, val_fraction: f
             "test": order[n_train + n_val:]}
 
 
+@dataclass
+class SplitPlan:
+    """The three splits before anything is written, and where each came from."""
+
+    splits: dict[str, list[Sentence]]
+    source: Path
+    formats: dict[str, str]  # file name -> format it was read as
+    splits_from: str  # kept | val_carved_from_train | split_by_fractions | resplit
+    split_files: dict[str, str]  # split -> the file (or files, joined by " + ") it came from
+    described: list[str]  # the lines that say how the splits were made
+    train_fraction: float | None
+    val_fraction: float | None
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def sentences(self) -> list[Sentence]:
+        return [s for name in SPLITS for s in self.splits[name]]
+
+
+def read_corpus_file(path: Path, fmt: str, encoding: str, split: str | None = None
+                     ) -> tuple[list[Sentence], str]:
+    """One corpus file and the format it was read as; empty or non-BIO is refused.
+
+    `split` names the split the file ships as, so that the error says which one is empty.
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if split is None:
+        sentences = read_corpus(path, fmt, encoding)
+    else:
+        sentences = read_kaggle_csv(path) if fmt == "kaggle" else read_conll(path, encoding)
+        if not sentences:
+            raise UserError(f"{path}: the {split} split holds no sentences; a split file must "
+                            f"hold at least one (a truncated download?)")
+    bad = first_non_bio([tags for _, tags in sentences])
+    if bad is not None:
+        raise UserError(f"{path}: sentence {bad[0] + 1} has tag {bad[1]!r}, which is not BIO "
+                        f"(O, B-<type> or I-<type>); convert the corpus tags to BIO first")
+    return sentences, fmt
+
+
+def plan_one_corpus(raw: Path, out: Path, args: argparse.Namespace) -> SplitPlan:
+    """One corpus file (or a folder holding one), cut by the fractions as always."""
+    corpus = locate_corpus(raw)
+    check_apart(out, corpus, "the corpus")
+    if raw.is_dir():
+        check_apart(out, raw, "the raw data in --data-dir", may_lie_inside=True)
+    sentences, fmt = read_corpus_file(corpus, args.format, args.encoding)
+    splits = plan_split(sentences, args.train_fraction, args.val_fraction, args.seed,
+                        args.keep_order)
+    order = "file order" if args.keep_order else f"shuffled with seed {args.seed}"
+    return SplitPlan(
+        splits=splits, source=corpus, formats={corpus.name: fmt},
+        splits_from="split_by_fractions", split_files=dict.fromkeys(SPLITS, corpus.name),
+        described=[f"format: {fmt} ({corpus}); {len(sentences)} sentences, {order}"],
+        train_fraction=args.train_fraction, val_fraction=args.val_fraction)
+
+
+def plan_split_files(raw: Path, out: Path, files: dict[str, Path], ignored: list[Path],
+                     args: argparse.Namespace) -> SplitPlan:
+    """A corpus's own split files: kept as they ship unless --resplit or a split is missing.
+
+    train + val + test: kept, every sentence in file order. train + test: val carved from
+    train with --seed. train alone: cut by the fractions like one corpus. --resplit pools
+    them all (train, val, test order) and cuts by the fractions on purpose.
+    """
+    names = {split: path.name for split, path in files.items()}
+    listed = ", ".join(names.values())
+    resplit = bool(getattr(args, "resplit", False))
+    if set(files) == {"train", "val"} and not resplit:
+        raise UserError(f"{raw}: holds {names['train']} and {names['val']} but no test.* file; "
+                        f"add the corpus's test file, or pass --resplit to pool them and cut "
+                        f"train/val/test by the fractions")
+    mode = ("split_by_fractions" if set(files) == {"train"} else "resplit" if resplit else
+            "val_carved_from_train" if "val" not in files else "kept")
+    # A fraction that cannot apply is refused rather than ignored: the user asked for a
+    # split this layout does not make. The default value passes, so scripts keep working.
+    by_fractions = ("split_by_fractions", "resplit")
+    for flag, value, default, used_by in (
+            ("--train-fraction", args.train_fraction, DEFAULT_TRAIN_FRACTION, by_fractions),
+            ("--val-fraction", args.val_fraction, DEFAULT_VAL_FRACTION,
+             (*by_fractions, "val_carved_from_train"))):
+        if value != default and mode not in used_by:
+            what = ("are kept as they ship" if mode == "kept" else
+                    f"make train of {names['train']} less the val carved from it by "
+                    f"--val-fraction")
+            raise UserError(f"{flag} {value}: the split files in {raw} ({listed}) {what}, "
+                            f"so it has no meaning here; drop it, or pass --resplit to pool "
+                            f"the files and cut train/val/test by the fractions")
+    for path in files.values():
+        check_apart(out, path, "the corpus")
+    check_apart(out, raw, "the raw data in --data-dir", may_lie_inside=True)
+    read: dict[str, list[Sentence]] = {}
+    formats: dict[str, str] = {}
+    for split, path in files.items():
+        read[split], formats[path.name] = read_corpus_file(path, args.format, args.encoding,
+                                                           split)
+    total = sum(len(part) for part in read.values())
+    kinds = sorted(set(formats.values()))
+    if len(kinds) == 1:
+        described = [f"format: {kinds[0]} ({raw}: {listed}); {total} sentences"]
+    else:
+        described = ["format: " + ", ".join(f"{name} {fmt}" for name, fmt in formats.items())
+                     + f" ({raw}); {total} sentences"]
+    cut = f"{args.train_fraction}/{args.val_fraction}/rest"
+    order = "in file order" if args.keep_order else f"shuffled with seed {args.seed}"
+    train_fraction: float | None = args.train_fraction
+    val_fraction: float | None = args.val_fraction
+    if mode == "kept":
+        splits = dict(read)
+        split_files = dict(names)
+        train_fraction = val_fraction = None
+        described.append(f"splits: kept as the corpus ships them ({listed}), every sentence "
+                         f"in file order")
+    elif mode == "val_carved_from_train":
+        splits = {"train": [], "val": [], "test": read["test"]}
+        splits["train"], splits["val"] = carve_val(read["train"], args.val_fraction, args.seed,
+                                                   args.keep_order, files["train"])
+        split_files = {"train": names["train"], "val": names["train"], "test": names["test"]}
+        train_fraction = None
+        picked = ("the last ones (--keep-order)" if args.keep_order
+                  else f"picked with seed {args.seed}")
+        described.append(f"splits: train and test as the corpus ships them ({listed}); val "
+                         f"carved from {names['train']}: {len(splits['val'])} of its "
+                         f"{len(read['train'])} sentences (--val-fraction {args.val_fraction}), "
+                         f"{picked}; both parts in file order")
+    else:
+        pool = [s for split in SPLITS for s in read.get(split, [])]
+        splits = plan_split(pool, args.train_fraction, args.val_fraction, args.seed,
+                            args.keep_order)
+        if mode == "split_by_fractions":
+            split_files = dict.fromkeys(SPLITS, names["train"])
+            described.append(f"splits: only {names['train']} ships, so val and test are cut "
+                             f"from it {cut}, {order}")
+        else:
+            split_files = dict.fromkeys(SPLITS, " + ".join(names.values()))
+            described.append(f"splits: --resplit: {listed} pooled in that order and cut "
+                             f"{cut}, {order}; the corpus's own splits are not kept")
+    return SplitPlan(splits=splits, source=raw, formats=formats, splits_from=mode,
+                     split_files=split_files, described=described,
+                     train_fraction=train_fraction, val_fraction=val_fraction,
+                     ignored=[p.name for p in ignored])
+
+
+def carve_val(train: list[Sentence], val_fraction: float, seed: int, keep_order: bool,
+              where: Path) -> tuple[list[Sentence], list[Sentence]]:
+    """(train, val): --val-fraction of a train file held out, picked with `seed` (its tail
+    with keep_order); both parts stay in file order, and the same seed picks the same."""
+    if not 0 < val_fraction < 1:
+        raise UserError(f"--val-fraction {val_fraction}: must lie strictly between 0 and 1")
+    n = len(train)
+    n_val = round(n * val_fraction)
+    if not 1 <= n_val < n:
+        raise UserError(f"{where}: {n} sentences, too few to carve a val split of "
+                        f"--val-fraction {val_fraction} and keep a train split; raise "
+                        f"--val-fraction or ship a valid.* file")
+    order = list(range(n))
+    if keep_order:
+        held = set(order[n - n_val:])
+    else:
+        random.Random(seed).shuffle(order)
+        held = set(order[:n_val])
+    return ([s for i, s in enumerate(train) if i not in held],
+            [s for i, s in enumerate(train) if i in held])
+
+
 def build_dataset(args: argparse.Namespace) -> list[str]:
     """Split a corpus into train/val/test folders; returns lines for the user to check it.
 
@@ -100,29 +284,26 @@ def build_dataset(args: argparse.Namespace) -> list[str]:
     one rename, so a bad corpus or a crash never leaves a half-built folder.
     """
     raw, out = Path(args.data_dir), Path(args.output_dir)
-    corpus = locate_corpus(raw)
-    check_apart(out, corpus, "the corpus")
-    if raw.is_dir():
-        check_apart(out, raw, "the raw data in --data-dir", may_lie_inside=True)
-    fmt = detect_format(corpus) if args.format == "auto" else args.format
-    sentences = read_corpus(corpus, fmt, args.encoding)
-    bad = first_non_bio([tags for _, tags in sentences])
-    if bad is not None:
-        raise UserError(f"{corpus}: sentence {bad[0] + 1} has tag {bad[1]!r}, which is not BIO "
-                        f"(O, B-<type> or I-<type>); convert the corpus tags to BIO first")
-    splits = plan_split(sentences, args.train_fraction, args.val_fraction, args.seed,
-                        args.keep_order)
+    files, ignored = locate_split_files(raw) if raw.is_dir() else ({}, [])
+    plan = (plan_split_files(raw, out, files, ignored, args) if files
+            else plan_one_corpus(raw, out, args))
+    splits = plan.splits
     tag_counts = {name: Counter(t for _, tags in part for t in tags)
                   for name, part in splits.items()}
-    changed = sum(1 for tokens, _ in sentences for t in tokens if clean_token(t) != t)
+    changed = sum(1 for tokens, _ in plan.sentences for t in tokens if clean_token(t) != t)
+    kinds = sorted(set(plan.formats.values()))
 
     def write(tmp: Path) -> None:
         for name in SPLITS:
             write_split(tmp / name, splits[name])
         write_json(tmp / "build_report.json", {
-            "source": str(corpus.resolve()), "format": fmt, "seed": args.seed,
-            "keep_order": args.keep_order, "train_fraction": args.train_fraction,
-            "val_fraction": args.val_fraction,
+            "source": str(plan.source.resolve()),
+            "format": kinds[0] if len(kinds) == 1 else "mixed",
+            "file_formats": plan.formats, "seed": args.seed,
+            "keep_order": args.keep_order, "train_fraction": plan.train_fraction,
+            "val_fraction": plan.val_fraction, "resplit": bool(getattr(args, "resplit", False)),
+            "splits_from": plan.splits_from, "split_files": plan.split_files,
+            "ignored_files": plan.ignored,
             "splits": {name: {"sentences": len(part),
                               "tokens": sum(len(tokens) for tokens, _ in part),
                               "tags": dict(sorted(tag_counts[name].items(),
@@ -133,8 +314,7 @@ def build_dataset(args: argparse.Namespace) -> list[str]:
 
     replace_folder(out, write, overwrite=args.overwrite, mark="build_report.json")
 
-    order = "file order" if args.keep_order else f"shuffled with seed {args.seed}"
-    lines = [f"format: {fmt} ({corpus}); {len(sentences)} sentences, {order}"]
+    lines = list(plan.described)
     for name in SPLITS:
         part = splits[name]
         lines.append(f"{name:5s}: {len(part):7d} sentences {sum(len(t) for t, _ in part):9d} "
@@ -148,6 +328,9 @@ def build_dataset(args: argparse.Namespace) -> list[str]:
     missing = [t for t in all_tags if not tag_counts["train"][t]]
     if missing:
         lines.append(f"tags never seen in train: {', '.join(missing)}")
+    if plan.ignored:
+        lines.append(f"ignored: {', '.join(plan.ignored)} (not named train, valid/dev/val "
+                     f"or test)")
     if changed:
         lines.append(f"{changed} token{'s' if changed > 1 else ''} held whitespace, written "
                      f"with '_' in its place")

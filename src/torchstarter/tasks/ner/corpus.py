@@ -34,6 +34,13 @@ _PROBE_BYTES = 1 << 16  # enough of a file's start to tell UTF-16 or binary from
 _UNSAFE_IN_TOKEN = re.compile(r"[\s\x00]")
 _NOT_A_CORPUS = ("readme", "license", "licence")
 
+# A corpus that ships its own splits names its files after them: train.txt, dev.conll,
+# valid.csv, test.zip (any case). Longest suffix first, so train.csv.zip is a train file.
+SPLIT_ORDER = ("train", "val", "test")
+SPLIT_STEMS = {"train": "train", "valid": "val", "validation": "val", "dev": "val",
+               "val": "val", "test": "test"}
+SPLIT_SUFFIXES = (".csv.zip", ".conll", ".txt", ".csv", ".zip")
+
 
 # ---------------------------------------------------------------------------- Kaggle CSV
 
@@ -315,19 +322,73 @@ def locate_corpus(path: Path) -> Path:
                         f"(.zip), a CoNLL file, or a folder holding one")
     if not path.is_dir():
         raise UserError(f"{path}: not a file or folder; pass a corpus file")
-    candidates = sorted(
-        p for p in path.iterdir()
-        if p.is_file() and not p.name.startswith(".")
-        and not p.name.lower().startswith(_NOT_A_CORPUS)
-        and (p.name.lower() in CORPUS_NAMES or p.suffix.lower() in CORPUS_SUFFIXES))
+    candidates = _corpus_files(path)
     if not candidates:
         raise UserError(f"{path}: no corpus file in this folder; put ner_dataset.csv(.zip) "
                         f"or one .conll/.txt/.csv file in it, or pass the file itself")
     if len(candidates) > 1:
         names = ", ".join(p.name for p in candidates[:8])
         raise UserError(f"{path}: holds {len(candidates)} corpus files ({names}); pass the "
-                        f"one to use as the data path")
+                        f"one to use as the data path (a corpus's own splits are kept when "
+                        f"named train.*, valid.* or dev.*, and test.*)")
     return candidates[0]
+
+
+def _corpus_files(folder: Path) -> list[Path]:
+    """The files of a folder that may be a corpus: not hidden, no README or LICENSE."""
+    return sorted(
+        p for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".")
+        and not p.name.lower().startswith(_NOT_A_CORPUS)
+        and (p.name.lower() in CORPUS_NAMES or p.suffix.lower() in CORPUS_SUFFIXES))
+
+
+def split_of(name: str) -> str | None:
+    """The split a file's name says it holds ('train', 'val' or 'test'), else None.
+
+    Only the whole stem counts (train.txt, Dev.conll, valid.csv, test.zip), so that
+    train_notes.txt or pretrain.txt are never taken for a split.
+    """
+    lower = name.lower()
+    for suffix in SPLIT_SUFFIXES:
+        if lower.endswith(suffix):
+            return SPLIT_STEMS.get(lower[:-len(suffix)])
+    return None
+
+
+def locate_split_files(folder: Path) -> tuple[dict[str, Path], list[Path]]:
+    """A folder's own split files by split, and the other corpus files it holds.
+
+    ({}, ...) when no file is named after a split: the folder then holds one corpus to
+    cut by fractions (locate_corpus). Two files for one split, or a val or test file
+    without a train file, are refused here, before anything is read, because guessing
+    which file is meant would silently change the splits results are compared on.
+    """
+    folder = Path(folder)
+    found: dict[str, list[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        split = split_of(p.name)
+        if split is not None:
+            found.setdefault(split, []).append(p)
+    if not found:
+        return {}, []
+    taken = {p for files in found.values() for p in files}
+    others = [p for p in _corpus_files(folder) if p not in taken]
+    for split in SPLIT_ORDER:
+        files = found.get(split, [])
+        if len(files) > 1:
+            names = ", ".join(p.name for p in files[:-1]) + f" and {files[-1].name}"
+            every, rest = ("both", "other") if len(files) == 2 else ("all", "others")
+            raise UserError(f"{folder}: {names} {every} hold the {split} split; keep one of "
+                            f"them in the folder (move the {rest} out)")
+    if "train" not in found:
+        names = " and ".join(found[s][0].name for s in SPLIT_ORDER if s in found)
+        raise UserError(f"{folder}: holds {names} but no train.* file (train.txt, "
+                        f"train.conll, train.csv or train.zip); add the corpus's train file, "
+                        f"or pass one corpus file itself as the data path")
+    return {split: found[split][0] for split in SPLIT_ORDER if split in found}, others
 
 
 def detect_format(path: Path) -> str:
