@@ -31,7 +31,8 @@ from torchstarter.engine.task import Task
 from torchstarter.errors import UserError
 from torchstarter.tasks.module_task import ModuleTask, as_metrics, check_task
 
-BUILTIN_TASKS = {"signs": "torchstarter.tasks.signs", "ner": "torchstarter.tasks.ner"}
+BUILTIN_TASKS = {"signs": "torchstarter.tasks.signs", "ner": "torchstarter.tasks.ner",
+                 "images": "torchstarter.tasks.images"}
 
 # Top-level packages this module imported from a project folder, and from which folder:
 # a second project with a task package of the same name replaces them (tests, notebooks).

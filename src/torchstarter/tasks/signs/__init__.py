@@ -51,10 +51,11 @@ def build_model(params: Params) -> Net:
     return Net(params.num_channels, params.dropout_rate, params.num_classes)
 
 
-def training_loss(params: Params, train_data: Any, data_info: DataInfo | None = None
-                  ) -> Callable[[Any, Any], Loss] | None:
+def training_loss(params: Params, train_data: Any, data_info: DataInfo | None = None,
+                  num_classes: int | None = None) -> Callable[[Any, Any], Loss] | None:
     """Cross-entropy with label smoothing or class weights (labels counted on
-    `train_data`) when either is asked for; else None: the task's own loss trains."""
+    `train_data`, over `num_classes`, by default params.num_classes) when either is asked
+    for; else None: the task's own loss trains."""
     given = params.to_dict()  # a project's own schema may leave these keys out
     smoothing, weighting = given.get("label_smoothing", 0.0), given.get("class_weights")
     if smoothing == 0 and weighting in (None, "none"):
@@ -67,7 +68,7 @@ def training_loss(params: Params, train_data: Any, data_info: DataInfo | None = 
                             f"split, but it is a {type(train_data).__name__} without a "
                             f".labels tensor; set class_weights to 'none', or write the "
                             f"task's training_loss hook")
-        weights = balanced_class_weights(labels, params.num_classes)
+        weights = balanced_class_weights(labels, num_classes or params.num_classes)
     return ClassificationLoss(smoothing, weights)
 
 

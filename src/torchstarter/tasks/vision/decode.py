@@ -11,6 +11,7 @@ import hashlib
 import re
 import struct
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -72,14 +73,15 @@ def _too_large(path: Path, pixels: int | None, size: tuple[int, int] | None = No
                      f"it below {limit:,} pixels or remove it")
 
 
-def open_rgb(path: Path) -> Image.Image:
+def open_rgb(path: Path, modes: Counter[str] | None = None) -> Image.Image:
     """Decode an image upright (EXIF orientation applied) as 8-bit RGB (see `to_rgb`).
 
     An image above `pixel_limit()` is refused from its header, before decoding, in one
     line; Pillow's DecompressionBombWarning becomes that same refusal instead of a
     printed warning, and its other warnings (about metadata such as a damaged EXIF
     block) are not shown: the pixels are what counts. The warning filters are changed
-    only while the file is decoded (not thread-safe, like all of `warnings`).
+    only while the file is decoded (not thread-safe, like all of `warnings`). `modes`,
+    when given, counts the color mode each file was stored in.
     """
     path = Path(path)
     try:
@@ -93,6 +95,8 @@ def open_rgb(path: Path) -> Image.Image:
                 if width * height > pixel_limit():
                     raise _too_large(path, width * height, img.size)
                 img.load()
+                if modes is not None:
+                    modes[img.mode] += 1
                 return to_rgb(_upright(img))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
