@@ -36,5 +36,6 @@ def test_the_demo_params_are_the_shipped_experiments():
     from torchstarter.cli.demo import DEMO_PARAMS
 
     for task, folder in (("signs", "experiments/signs/base_model"),
+                         ("images", "experiments/images/sample_demo"),
                          ("ner", "experiments/ner/sample_demo")):
         assert DEMO_PARAMS[task] == json.loads((REPO / folder / "params.json").read_text())

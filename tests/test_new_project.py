@@ -51,7 +51,7 @@ def run_readme_commands(project: Path, monkeypatch) -> list[str]:
     return ran
 
 
-@pytest.mark.parametrize("template", ["signs", "ner"])
+@pytest.mark.parametrize("template", ["signs", "images", "ner"])
 def test_a_new_project_trains_evaluates_and_predicts_without_any_edit(tmp_path, monkeypatch,
                                                                       template):
     monkeypatch.chdir(tmp_path)

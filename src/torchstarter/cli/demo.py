@@ -57,9 +57,12 @@ def run_task_demo(out: Path, task: Task, params_file: Path | None, overrides: li
         raise UserError(f"task '{task.name}' has no built-in sample data; pass --raw-dir")
     data, model_dir = out / "data", out / "experiment"
     print(f"\n######## {task.name} ########")
+    note = None
     if raw_dir is None:
         raw = out / "raw"
-        print(f"== sample data -> {raw}: {task.write_sample_data(raw)}")
+        written = task.write_sample_data(raw)
+        note = written.pop("note", None) if isinstance(written, dict) else None
+        print(f"== sample data -> {raw}: {written}")
     else:
         raw = Path(raw_dir)
         print(f"== raw data: {raw}")
@@ -90,6 +93,8 @@ def run_task_demo(out: Path, task: Task, params_file: Path | None, overrides: li
         else:
             for row in rows:
                 print("   ", {k: v for k, v in row.items() if not isinstance(v, dict)})
+        if note:  # e.g. a sample too small to learn from: said beside what it predicted
+            print(f"   NOTE: {note}")
 
     best_row = trainer.history[es.best_epoch - 1]
     scalar = {k: v for k, v in test.items() if isinstance(v, float)}

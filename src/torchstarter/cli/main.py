@@ -51,9 +51,12 @@ def build_parser(build_task: str | None = None, vocab_task: str | None = None
 
     p = sub.add_parser("build-dataset", help="turn raw data into train/val/test splits",
                        description="Turn raw data into train/val/test splits on disk.")
-    flag(p, "task", default="signs", help="task whose raw data this is (default: signs)")
-    flag(p, "data_dir", required=True, type=Path, help="folder of raw data "
-          "(for signs: with train_signs/ and test_signs/)")
+    flag(p, "task", default="signs", help="task whose raw data this is: signs (default), "
+          "images, ner, or your own task")
+    flag(p, "data_dir", required=True, type=Path, help="raw data (signs: a folder with "
+          "train_signs/ and test_signs/; images: class folders, train/val/test folders of "
+          "them, or a .csv of path,label; ner: a corpus file, or a folder of train/valid/test "
+          "files)")
     flag(p, "output_dir", required=True, type=Path, help="folder to create with the splits")
     flag(p, "seed", type=int, default=230, help="seed of the train/val split (default 230)")
     flag(p, "overwrite", action="store_true",
@@ -121,8 +124,8 @@ def build_parser(build_task: str | None = None, vocab_task: str | None = None
                                    "on the built-in data, then print a summary.")
     flag(p, "output_dir", type=Path, default=None,
           help="folder for everything the demo writes (default: demo-runs/<time>)")
-    flag(p, "task", action="append", choices=["signs", "ner"], default=None,
-          help="task to run, repeatable (default: both)")
+    flag(p, "task", action="append", choices=["signs", "ner", "images"], default=None,
+          help="task to run, repeatable (default: signs and ner)")
     flag(p, "params", type=Path, default=None,
           help="params to train with (default: experiments/signs/base_model and "
                "experiments/ner/sample_demo)")

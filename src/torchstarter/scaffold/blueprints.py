@@ -38,6 +38,14 @@ def _signs_data(data: Path) -> list[str]:
             f"test images); data/signs: built from it"]
 
 
+def _images_data(data: Path) -> list[str]:
+    task = load_task("images")
+    counts = task.write_sample_data(data / "raw")
+    task.build_dataset(task.build_options(data / "raw", data / "images"))
+    return [f"data/raw: the built-in sample ({counts['train']} train and {counts['test']} "
+            f"test images in class folders); data/images: built from it"]
+
+
 def _ner_data(data: Path) -> list[str]:
     task = load_task("ner")
     task.write_sample_data(data / "raw")
@@ -68,6 +76,28 @@ BLUEPRINTS = {
         built_layout="`signs/{train,val,test}_signs/` hold 64x64 images with the same "
                      "names (train split 80/20 into train and val with seed 230), and "
                      "`signs/build_report.json` the split and any duplicate images.",
+    ),
+    "images": Blueprint(
+        template="images",
+        data_name="images",
+        base_params=_sample_params("images"),
+        prepare_data=_images_data,
+        rebuild_commands=(
+            "torchstarter build-dataset --task {task} --data-dir data/raw "
+            "--output-dir data/images --overwrite",),
+        predict_inputs="data/raw/test/three",
+        net_role="the network, its loss and its metrics: change the model here",
+        data_role="a built split -> tensors, and augmentation: change it for other data",
+        raw_layout="`raw/train/<class>/` and `raw/test/<class>/` hold the images of each "
+                   "class (any size, color mode and common format). Your own data can be "
+                   "class folders with or without `train/`, `val/`, `test/` folders, or a "
+                   "CSV of `path,label`: see docs/data.md of torchstarter. The sample is "
+                   "scikit-learn's handwritten digits 0-5 as grayscale PNG files.",
+        built_layout="`images/{train,val,test}/` hold the images as 64x64 RGB PNG files, "
+                     "`images/{train,val,test}.csv` each file's class and original path "
+                     "(val carved from train with seed 230, by class), and "
+                     "`images/build_report.json` the classes, the train mean and std the "
+                     "network normalises with, and any duplicate images.",
     ),
     "ner": Blueprint(
         template="ner",
