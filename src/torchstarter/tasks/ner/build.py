@@ -264,9 +264,10 @@ def carve_val(train: list[Sentence], val_fraction: float, seed: int, keep_order:
     n = len(train)
     n_val = round(n * val_fraction)
     if not 1 <= n_val < n:
-        raise UserError(f"{where}: {n} sentences, too few to carve a val split of "
-                        f"--val-fraction {val_fraction} and keep a train split; raise "
-                        f"--val-fraction or ship a valid.* file")
+        left = "an empty val split" if n_val < 1 else "no train split"
+        raise UserError(f"{where}: --val-fraction {val_fraction} of its {n} sentence"
+                        f"{'' if n == 1 else 's'} carves {n_val} for val, which leaves {left}; "
+                        f"change --val-fraction, or add the corpus's valid.* file")
     order = list(range(n))
     if keep_order:
         held = set(order[n - n_val:])
