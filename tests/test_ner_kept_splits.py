@@ -189,12 +189,14 @@ def test_a_train_file_alone_is_cut_like_one_corpus_and_says_so(tmp_path):
     assert report(tmp_path / "folder")["splits_from"] == "split_by_fractions"
 
 
-def test_a_single_file_builds_as_before_and_reports_where_its_splits_came_from(tmp_path):
+@pytest.mark.parametrize("given", ["file", "folder"])
+def test_one_corpus_file_builds_as_before_whatever_its_name(tmp_path, given):
     raw = corpus(tmp_path / "raw", {"valid.txt": names_of("s", 100)})
-    lines = build(raw / "valid.txt", tmp_path / "out")  # a file is one corpus, whatever its name
+    lines = build(raw / "valid.txt" if given == "file" else raw, tmp_path / "out")
     assert lines[0] == f"format: conll ({raw / 'valid.txt'}); 100 sentences, shuffled with " \
                        f"seed 230"
     assert not any(line.startswith("splits:") for line in lines)
+    assert [len(part) for part in built(tmp_path / "out").values()] == [70, 15, 15]
     rep = report(tmp_path / "out")
     assert rep["splits_from"] == "split_by_fractions"
     assert rep["split_files"] == dict.fromkeys(SPLITS, "valid.txt")

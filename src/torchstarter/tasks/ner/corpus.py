@@ -359,10 +359,11 @@ def split_of(name: str) -> str | None:
 def locate_split_files(folder: Path) -> tuple[dict[str, Path], list[Path]]:
     """A folder's own split files by split, and the other corpus files it holds.
 
-    ({}, ...) when no file is named after a split: the folder then holds one corpus to
-    cut by fractions (locate_corpus). Two files for one split, or a val or test file
-    without a train file, are refused here, before anything is read, because guessing
-    which file is meant would silently change the splits results are compared on.
+    ({}, []) when no file is named after a split, or the folder's only corpus file is a
+    lone valid.* or test.*: the folder then holds one corpus to cut by fractions, as it
+    always did (locate_corpus). Two files for one split, or a val or test file beside
+    others but without a train file, are refused here, before anything is read, because
+    guessing which file is meant would silently change the splits results are compared on.
     """
     folder = Path(folder)
     found: dict[str, list[Path]] = {}
@@ -376,6 +377,8 @@ def locate_split_files(folder: Path) -> tuple[dict[str, Path], list[Path]]:
         return {}, []
     taken = {p for files in found.values() for p in files}
     others = [p for p in _corpus_files(folder) if p not in taken]
+    if "train" not in found and len(taken) == 1 and not others:
+        return {}, []  # one corpus that merely has a split's name (dev.txt): cut as always
     for split in SPLIT_ORDER:
         files = found.get(split, [])
         if len(files) > 1:
