@@ -63,7 +63,9 @@ def test_class_folders_are_carved_by_class_with_the_seed(tmp_path):
     build(raw, tmp_path / "b")
     rep = report(tmp_path / "a")
     assert rep["classes"] == ["cat", "dog", "owl"] and rep["layout"] == "class folders"
-    assert "carved" in rep["splits_from"] and any("carved" in line for line in lines)
+    assert rep["splits_from"] == "split_by_fractions"
+    assert any(line.startswith("splits: val 0.15 and test 0.15 of each class carved")
+               for line in lines)
     for split, n in (("train", 14), ("val", 3), ("test", 3)):
         assert rep["splits"][split]["per_class"] == {"cat": n, "dog": n, "owl": n}
         assert rows(tmp_path / "a", split) == rows(tmp_path / "b", split)  # same seed
@@ -80,13 +82,14 @@ def test_split_folders_are_kept_image_for_image(tmp_path, val_name):
     class_folders(raw / val_name, 2, start=1000)
     class_folders(raw / "test", 3, start=2000)
     lines = build(raw, tmp_path / "out", image_size=16)
-    assert "kept as given" in lines[0]
+    assert lines[1] == "splits: kept as given, image for image"
     for split, folder, n in (("train", "train", 6), ("val", val_name, 2), ("test", "test", 3)):
         got = [r["source"] for r in rows(tmp_path / "out", split)]
         assert got == sorted(f"{folder}/{c}/{i:03d}.png" for c in COLORS for i in range(n))
         assert all(r["label"] == r["source"].split("/")[1] for r in rows(tmp_path / "out",
                                                                            split))
-    assert report(tmp_path / "out")["split_sources"]["val"] == f"{val_name}/"
+    assert report(tmp_path / "out")["split_folders"]["val"] == f"{val_name}/"
+    assert report(tmp_path / "out")["splits_from"] == "kept"
 
 
 def test_train_and_test_folders_get_val_carved_from_train_only(tmp_path):
@@ -98,7 +101,7 @@ def test_train_and_test_folders_get_val_carved_from_train_only(tmp_path):
     assert test == {f"test/{c}/{i:03d}.png" for c in COLORS for i in range(2)}
     val = [r["source"] for r in rows(tmp_path / "out", "val")]
     assert len(val) == 6 and all(s.startswith("train/") for s in val)
-    assert "val carved from train" in report(tmp_path / "out")["splits_from"]
+    assert report(tmp_path / "out")["splits_from"] == "val_carved_from_train"
 
 
 def test_resplit_pools_the_given_splits(tmp_path):
@@ -108,7 +111,7 @@ def test_resplit_pools_the_given_splits(tmp_path):
     build(raw, tmp_path / "out", image_size=16, resplit=True)
     test = [r["source"] for r in rows(tmp_path / "out", "test")]
     assert {s.split("/")[0] for s in test} == {"train", "test"}  # drawn from both
-    assert "--resplit" in report(tmp_path / "out")["splits_from"]
+    assert report(tmp_path / "out")["splits_from"] == "resplit"
 
 
 def test_csv_of_paths_and_labels_with_and_without_a_split_column(tmp_path):

@@ -80,8 +80,11 @@ def carve(items: list[Item], fractions: dict[str, float], seed: int
     return {s: sorted(p, key=lambda it: it.source) for s, p in parts.items()}
 
 
-def plan_splits(found: Found, args: argparse.Namespace) -> tuple[dict[str, list[Item]], str]:
-    """Train/val/test items and how they came to be (kept, carved, or reshuffled)."""
+def plan_splits(found: Found, args: argparse.Namespace
+                ) -> tuple[dict[str, list[Item]], str, str]:
+    """Train/val/test items, how they came to be as a code for build_report.json (the
+    NER task's codes: kept, val_carved_from_train, split_by_fractions, resplit; also
+    test_carved_from_train and val_test_carved_from_train), and the same in words."""
     for name in ("val_fraction", "test_fraction"):
         value = getattr(args, name)
         if not 0 < value < 1:
@@ -90,19 +93,25 @@ def plan_splits(found: Found, args: argparse.Namespace) -> tuple[dict[str, list[
     if args.val_fraction + args.test_fraction >= 1:
         raise UserError(f"--val-fraction {args.val_fraction} plus --test-fraction "
                         f"{args.test_fraction} leave nothing for train; make their sum below 1")
-    given = found.items
+    given, seed = found.items, args.seed
+    fractions = {"val": args.val_fraction, "test": args.test_fraction}
     if args.resplit or "all" in given:
         pooled = [item for split in ("all", *SPLITS) for item in given.get(split, [])]
-        how = "reshuffled with --resplit" if "all" not in given else "carved"
-        return carve(pooled, {"val": args.val_fraction, "test": args.test_fraction},
-                     args.seed), f"{how} (seed {args.seed}, by class)"
-    missing = {s: getattr(args, f"{s}_fraction") for s in ("val", "test") if s not in given}
+        code = "resplit" if "all" not in given else "split_by_fractions"
+        words = ("--resplit: the given splits pooled and " if code == "resplit" else "") + \
+            (f"val {args.val_fraction} and test {args.test_fraction} of each class carved "
+             f"with seed {seed}")
+        return carve(pooled, fractions, seed), code, words
+    missing = {s: share for s, share in fractions.items() if s not in given}
     if not missing:
-        return {s: given[s] for s in SPLITS}, "kept as given"
-    parts = carve(given["train"], missing, args.seed)
+        return {s: given[s] for s in SPLITS}, "kept", "kept as given, image for image"
+    parts = carve(given["train"], missing, seed)
     kept = {s: given[s] for s in SPLITS if s in given and s != "train"}
-    return {**kept, **parts}, (f"kept as given; {' and '.join(missing)} carved from train "
-                               f"(seed {args.seed}, by class)")
+    code = "_".join(missing) + "_carved_from_train"
+    words = (f"kept as given; {' and '.join(missing)} carved from train "
+             f"({', '.join(f'{share}' for share in missing.values())} of each class, "
+             f"seed {seed})")
+    return {**kept, **parts}, code, words
 
 
 def check_classes(splits: dict[str, list[Item]], found: Found, where: Path) -> list[str]:
@@ -143,7 +152,7 @@ def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
     found = discover(raw)
     root = raw.parent if raw.is_file() else raw
     check_apart(out, root, "the raw data in --data-dir", may_lie_inside=raw.is_file())
-    splits, how = plan_splits(found, args)
+    splits, how, how_words = plan_splits(found, args)
     classes = check_classes(splits, found, raw)
 
     # Decode each picture once: checks it, gives its pixel hash, and its fitted pixels.
@@ -182,7 +191,8 @@ def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
             counts[split] = {"images": sum(per_class.values()),
                              "per_class": {c: per_class[c] for c in classes}}
         report = {"task": "images", "layout": found.layout, "source": str(raw.resolve()),
-                  "splits_from": how, "split_sources": found.split_sources,
+                  "splits_from": how, "splits_note": how_words,
+                  "split_folders": found.split_sources,
                   "seed": args.seed, "image_size": args.image_size, "fit": args.fit,
                   "classes": classes,
                   "normalisation": {"mean": [round(float(v), 6) for v in mean],
@@ -202,14 +212,15 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     classes = report["classes"]
     shown = ", ".join(classes[:10]) + (f", ... ({len(classes)} in all)"
                                        if len(classes) > 10 else "")
-    lines = [f"layout: {report['layout']} ({report['source']}); splits {report['splits_from']}",
+    lines = [f"layout: {report['layout']} ({report['source']})",
+             f"splits: {report['splits_note']}",
              f"classes: {shown}",
              f"images: {report['image_size']}x{report['image_size']} ({report['fit']} to "
              f"square); color modes read: "
              + ", ".join(f"{m} {n}" for m, n in report["color_modes"].items())]
     for split in SPLITS:
         count = report["splits"][split]
-        sources = report["split_sources"].get(split)
+        sources = report["split_folders"].get(split)
         lines.append(f"{split:5s}: {count['images']:6d} images"
                      + (f" (from {sources})" if sources else ""))
     lines += duplicate_lines(report["duplicates"], report["drop_leaks"])
