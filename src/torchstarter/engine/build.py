@@ -34,8 +34,12 @@ def build_trainer(task: Task, params: Params, device: torch.device,
     `train_data` is needed by per-step schedules (they count an epoch's optimizer steps)
     and by a task's training_loss (e.g. class weights); without it the step uses task.loss.
     `train_loss`, when the caller has already built it from train_data, is used as it is.
+    The task's initialize_model fills in pretrained weights before anything copies them
+    (DDP, the weight average) or picks the trainable ones (the optimizer).
     """
-    model = place_model(task.build_model(params, data_info), params, device)
+    model = task.build_model(params, data_info)
+    task.initialize_model(model, params, data_info)
+    model = place_model(model, params, device)
     train_model = training_module(model, params, device, dist)
     optimizer = build_optimizer(params, model, task.configure_optimizer(params, model))
     if dist.rank > 0:  # DDP gave every process rank 0's weights; now its own dropout

@@ -135,6 +135,18 @@ class Task:
         """Facts the model is built for (a vocabulary); None when it depends on params only."""
         return None
 
+    def initialize_model(self, model: nn.Module, params: Params,
+                         data_info: DataInfo | None) -> None:
+        """Fill in pretrained weights (e.g. word vectors) and freeze what must not train.
+
+        Called when training builds its model, right after build_model and before the
+        model is placed on the device, wrapped (DDP broadcasts rank 0's weights) or seen by
+        the optimizer and the weight average; never by evaluate or predict, whose weights
+        come from the checkpoint, so they never need the files it reads. Check what it
+        reads against data_info (a hash describe_data recorded), so a resumed run cannot
+        mix two files.
+        """
+
     def augment(self, params: Params, inputs: Any, generator: torch.Generator) -> Any:
         """Training batches only; draw randomness from `generator` so that runs repeat."""
         return inputs

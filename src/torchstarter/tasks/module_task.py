@@ -3,7 +3,8 @@
 The module defines, at module level:
   SCHEMA, METRICS, DEFAULT_METRIC           the attributes schema, metrics, default_metric
   load_split, build_model, loss_fn          required (loss_fn is Task.loss)
-  describe_data, augment, training_loss, configure_optimizer, evaluation_report, examples,
+  describe_data, initialize_model, augment, training_loss, configure_optimizer,
+  evaluation_report, examples,
   predict, format_predictions, add_build_arguments, build_dataset, add_vocab_arguments,
   build_vocab_command (Task.build_vocab), write_sample_data, demo_inputs   optional
 with the signatures of torchstarter.engine.task.Task, less `self`. This adapter is the
@@ -41,8 +42,8 @@ SHAPES = {  # what each required part is, for the error that names a missing one
 }
 # Hook -> its arguments before data_info, for hooks whose last argument is data_info.
 TAKES_DATA_INFO = {"load_split": 3, "build_model": 1, "evaluation_report": 4, "predict": 4,
-                   "training_loss": 2, "examples": 4}
-OPTIONAL = ("describe_data", "augment", "training_loss", "configure_optimizer",
+                   "training_loss": 2, "examples": 4, "initialize_model": 2}
+OPTIONAL = ("describe_data", "initialize_model", "augment", "training_loss", "configure_optimizer",
             "evaluation_report", "examples", "predict", "format_predictions",
             "add_build_arguments",
             "build_dataset",
@@ -105,6 +106,9 @@ class ModuleTask(Task):
 
     def describe_data(self, params, data_dir):  # type: ignore[no-untyped-def]
         return self._call("describe_data", params, data_dir)
+
+    def initialize_model(self, model, params, data_info):  # type: ignore[no-untyped-def]
+        return self._call("initialize_model", model, params, data_info)
 
     def augment(self, params, inputs, generator):  # type: ignore[no-untyped-def]
         return self._call("augment", params, inputs, generator)
