@@ -9,11 +9,16 @@ F1 in the CoNLL convention (seqeval's default mode); `best` is chosen by entity 
 Options for rare and unknown words (issue 18), all off by default and free when off:
 unk_replace (singleton words trained as UNK, data.replace_singletons), lowercase_words
 and case_features (data.py), and class_weights (net.weighted_loss_fn, training only).
+
+Pretrained word vectors (embeddings_file, freeze_embeddings, embeddings_extend_vocab):
+describe_data records what the file covers in data_info; initialize_model copies the
+vectors into the embedding when training builds its model (embeddings.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 from collections.abc import Callable
 from importlib import resources
@@ -26,7 +31,8 @@ from torchstarter.config import Field, Params
 from torchstarter.engine.examples import Examples
 from torchstarter.engine.losses import balanced_class_weights
 from torchstarter.engine.task import DataInfo, Loss, Task
-from torchstarter.errors import ParamsError
+from torchstarter.errors import ParamsError, UserError
+from torchstarter.tasks.ner import embeddings
 from torchstarter.tasks.ner.build import (
     add_build_arguments,
     add_vocab_arguments,
@@ -37,6 +43,7 @@ from torchstarter.tasks.ner.data import (
     NUM_CASES,
     describe_data,
     load_split,
+    log_embeddings,
     option,
     replace_singletons,
 )
@@ -52,8 +59,11 @@ from torchstarter.tasks.ner.net import (
 from torchstarter.tasks.ner.predict import format_predictions, predict
 from torchstarter.tasks.ner.report import evaluation_report, examples
 
+log = logging.getLogger("torchstarter")
+
 SCHEMA = {
-    "embedding_dim": Field(int, "Size of the word embeddings.", default=50, min=1),
+    "embedding_dim": Field(int, "Size of the word embeddings (with embeddings_file: the "
+                           "dimension of its vectors).", default=50, min=1),
     "lstm_hidden_dim": Field(int, "Hidden units of each LSTM direction.", default=50, min=1),
     "bidirectional": Field(bool, "Read sentences in both directions.", default=False),
     "num_layers": Field(int, "Stacked LSTM layers.", default=1, min=1),
@@ -85,6 +95,26 @@ SCHEMA = {
     "case_features": Field(bool, "Add a small embedding of each token's case shape (lower, "
                            "UPPER, Title, has a digit, other) to its word embedding.",
                            default=False),
+    "embeddings_file": Field(str, "Pretrained word vectors to start the word embeddings "
+                             "from: a text file of 'word v1 v2 ...' lines (GloVe; word2vec "
+                             "or fastText text with their 'count dim' first line), UTF-8, "
+                             "maybe .gz. A relative path is looked for from the current "
+                             "folder, then from the data dir. Each vocabulary word takes the "
+                             "vector of the same word, else of its lowercased form; words "
+                             "without one keep their random start. Read by train only (its "
+                             "sha256 and coverage go into data_info and every checkpoint): "
+                             "evaluate and predict never need it. '' for none.", default=""),
+    "freeze_embeddings": Field(bool, "Keep the word embeddings as they start (pretrained "
+                               "vectors, or random without embeddings_file): not trained, "
+                               "so neither the optimizer nor weight decay touches them.",
+                               default=False),
+    "embeddings_extend_vocab": Field(bool, "Add the words of embeddings_file that the train "
+                                     "vocabulary lacks (lowercased when the vocabulary is), "
+                                     "so val and test words found only in the vectors get "
+                                     "their vector instead of UNK; a cased vocabulary then "
+                                     "also looks a token up lowercased when it is not found "
+                                     "as written. The embedding matrix, and every "
+                                     "checkpoint, grow by those words.", default=False),
 }
 CASE_EMBEDDING_DIM = 4  # 5 shapes: a handful of dimensions is plenty
 METRICS = {"accuracy": token_accuracy, "precision": entity_precision,
@@ -101,6 +131,36 @@ def build_model(params: Params, data_info: DataInfo) -> Tagger:
         char_embedding_dim=params.char_embedding_dim, char_filters=params.char_filters,
         crf=params.crf, num_cases=NUM_CASES,
         case_embedding_dim=CASE_EMBEDDING_DIM if option(params, "case_features") else 0)
+
+
+def initialize_model(model: torch.nn.Module, params: Params, data_info: DataInfo) -> None:
+    """Pretrained vectors into the word embedding, and freezing it, when params ask: run
+    when training builds its model, before the optimizer and the weight average see it.
+
+    Re-reads embeddings_file (which must be the file describe_data hashed); evaluate and
+    predict never call it, since the checkpoint holds the trained rows.
+    """
+    name = option(params, "embeddings_file")
+    frozen = bool(option(params, "freeze_embeddings"))
+    embedding = getattr(model, "embedding", None)
+    if (name or frozen) and not isinstance(embedding, torch.nn.Embedding):
+        raise UserError(f"key 'embeddings_file'/'freeze_embeddings': the model "
+                        f"({type(model).__name__}) has no nn.Embedding named 'embedding' "
+                        f"to fill in or freeze; name its word embedding so, or override "
+                        f"initialize_model")
+    if name:
+        described = (data_info or {}).get("embeddings")
+        if not isinstance(described, dict):
+            raise UserError(f"key 'embeddings_file' {name!r}: data_info has no 'embeddings' "
+                            f"entry; the task's describe_data must be (or call) "
+                            f"torchstarter.tasks.ner.describe_data")
+        embeddings.initialize(embedding, data_info["words"], described, params.embedding_dim)
+        log_embeddings(data_info, frozen)
+    elif frozen:
+        log.warning("freeze_embeddings is true without embeddings_file: the word embeddings "
+                    "stay at their random start")
+    if frozen:
+        embedding.weight.requires_grad_(False)
 
 
 def training_loss(params: Params, train_data: Any, data_info: DataInfo
@@ -162,6 +222,10 @@ class NerTask(Task):
     def build_model(self, params: Params, data_info: DataInfo | None) -> Tagger:
         return build_model(params, data_info)
 
+    def initialize_model(self, model: torch.nn.Module, params: Params,
+                         data_info: DataInfo | None) -> None:
+        initialize_model(model, params, data_info)
+
     def loss(self, outputs: Any, labels: torch.Tensor) -> Loss:
         return loss_fn(outputs, labels)
 
@@ -216,7 +280,8 @@ __all__ = [
     "DEFAULT_METRIC", "METRICS", "SCHEMA", "add_build_arguments",
     "add_vocab_arguments", "augment",
     "build_dataset", "build_model", "build_vocab_command", "demo_inputs", "describe_data",
-    "evaluation_report", "examples", "format_predictions", "load_split", "loss_fn",
+    "evaluation_report", "examples", "format_predictions", "initialize_model",
+    "load_split", "loss_fn",
     "predict",
     "training_loss", "write_sample_data",
 ]

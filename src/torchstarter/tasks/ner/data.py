@@ -5,10 +5,13 @@ Three options of issue 18 live here because they are about how words are read:
   case_features    a case-shape id per token (CASE_* below), for the Tagger to embed
   unk_replace      the train split marks its singleton tokens; augment (replace_singletons)
                    turns some of them into UNK, so the UNK vector is trained
+and pretrained word vectors (embeddings_file, embeddings.py): describe_data matches them
+against the vocabulary, maybe extends it, and records what it found in data_info.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +21,12 @@ import torch
 from torchstarter.config import Params
 from torchstarter.engine.batching import staged_indices
 from torchstarter.errors import UserError
+from torchstarter.tasks.ner import embeddings
 from torchstarter.tasks.ner.corpus import read_split
 from torchstarter.tasks.ner.entities import TagScheme
 from torchstarter.tasks.ner.vocab import PAD_TAG_ID, PAD_WORD, Vocab
+
+log = logging.getLogger("torchstarter")
 
 MAX_WORD_CHARS = 20  # longer words keep their first characters for the char CNN
 BUCKET_BATCHES = 50  # with bucketing, sort by length within windows of this many batches
@@ -34,7 +40,9 @@ NUM_CASES = 6
 # schema of its own (what `torchstarter new` writes) has none of these keys in its params.
 OPTION_DEFAULTS: dict[str, Any] = {"unk_replace": 0.0, "lowercase_words": False,
                                    "case_features": False, "class_weights": "none",
-                                   "char_embedding_dim": 0}
+                                   "char_embedding_dim": 0, "embeddings_file": "",
+                                   "freeze_embeddings": False,
+                                   "embeddings_extend_vocab": False}
 
 
 def option(params: Params, name: str) -> Any:
@@ -96,8 +104,60 @@ def describe_data(params: Params, data_dir: Path) -> dict[str, Any]:
     words, lowercase = vocab.words, vocab.lowercase
     if option(params, "lowercase_words") and not lowercase:  # else: as the vocabulary says
         words, lowercase = lowercased_words(words), True
-    return {"words": words, "tags": vocab.tags, "lowercase": lowercase,
+    info = {"words": words, "tags": vocab.tags, "lowercase": lowercase,
             "chars": sorted(chars)}
+    if option(params, "embeddings_file"):  # absent otherwise: old checkpoints still match
+        info["words"], info["embeddings"] = describe_embeddings(params, data_dir, info)
+    return info
+
+
+def describe_embeddings(params: Params, data_dir: Path, info: dict[str, Any]
+                        ) -> tuple[list[str], dict[str, Any]]:
+    """The vocabulary (extended with the file's words when embeddings_extend_vocab asks)
+    and data_info["embeddings"]: which file, its sha256, and what it covers.
+
+    vocab_found and vocab_coverage count the train vocabulary (without <pad> and UNK)
+    before any extension; val_token_coverage is the share of val tokens whose id, as
+    load_split will look it up, has a pretrained vector.
+    """
+    name, dim = option(params, "embeddings_file"), params.embedding_dim
+    extend = bool(option(params, "embeddings_extend_vocab"))
+    path = embeddings.resolve(name, data_dir)
+    words, lowercase = info["words"], info["lowercase"]
+    vectors = embeddings.read_vectors(path, dim, None if extend else
+                                      embeddings.wanted(words[embeddings.FIRST_WORD_ID:]),
+                                      values=False)
+    embeddings.remember(name, vectors.sha256, path)
+    train_words = len(words) - embeddings.FIRST_WORD_ID
+    found = len(embeddings.matched_ids(words, vectors))
+    added = embeddings.extension(words, vectors, lowercase) if extend else []
+    words = [*words, *added]
+    described = {"file": name, "sha256": vectors.sha256, "dim": dim,
+                 "vectors_in_file": vectors.lines, "vocab_found": found,
+                 "vocab_coverage": embeddings.ratio(found, train_words),
+                 "val_token_coverage": None, "added_words": len(added),
+                 "extend_vocab": extend}
+    val = Path(data_dir) / "val"
+    if val.is_dir():
+        with_vector = set(embeddings.matched_ids(words, vectors))
+        enc = Encoder({**info, "words": words, "embeddings": described})
+        ids = [i for tokens, _ in read_split(val) for i in enc.words(tokens)]
+        described["val_token_coverage"] = embeddings.ratio(
+            sum(1 for i in ids if i in with_vector), len(ids))
+    return words, described
+
+
+def log_embeddings(info: dict[str, Any], frozen: bool) -> None:
+    """One line at train start: what the vectors file gave the vocabulary."""
+    e = info["embeddings"]
+    val = "no val split" if e["val_token_coverage"] is None else \
+        f"{100 * e['val_token_coverage']:.1f}% of val tokens"
+    log.info("pretrained word vectors %s (%d vectors of dim %d): %d of %d vocabulary words "
+             "found (%.1f%%), %d words added; %s have a vector; embeddings %s", e["file"],
+             e["vectors_in_file"], e["dim"], e["vocab_found"],
+             len(info["words"]) - embeddings.FIRST_WORD_ID - e["added_words"],
+             100 * e["vocab_coverage"], e["added_words"], val,
+             "frozen" if frozen else "trained")
 
 
 class Encoder:
@@ -109,6 +169,10 @@ class Encoder:
         self.tag_ids = {t: i for i, t in enumerate(info["tags"])}
         self.char_ids = {c: i + 2 for i, c in enumerate(info["chars"])}  # 0 pad, 1 unknown
         self.lowercase = info["lowercase"]
+        # A cased vocabulary extended from a vectors file also finds "PARIS" as "paris"
+        # (GloVe is lowercase); only then, so that older checkpoints read as they did.
+        self.lower_fallback = not self.lowercase and \
+            bool((info.get("embeddings") or {}).get("extend_vocab"))
         self.unk = UNK_ID
         self._known_lower: set[str] | None = None
         self._cases: dict[str, int] = {}
@@ -117,6 +181,8 @@ class Encoder:
         get = self.word_ids.get
         if self.lowercase:
             return [get(t.lower(), self.unk) for t in tokens]
+        if self.lower_fallback:
+            return [get(t) or get(t.lower(), self.unk) for t in tokens]  # ids are >= 1
         return [get(t, self.unk) for t in tokens]
 
     def cases(self, tokens: list[str]) -> list[int]:
