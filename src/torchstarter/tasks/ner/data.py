@@ -150,10 +150,10 @@ def describe_embeddings(params: Params, data_dir: Path, info: dict[str, Any]
 def log_embeddings(info: dict[str, Any], frozen: bool) -> None:
     """One line at train start: what the vectors file gave the vocabulary."""
     e = info["embeddings"]
-    val = "no val split" if e["val_token_coverage"] is None else \
-        f"{100 * e['val_token_coverage']:.1f}% of val tokens"
+    val = "no val split to count" if e["val_token_coverage"] is None else \
+        f"{100 * e['val_token_coverage']:.1f}% of val tokens have a vector"
     log.info("pretrained word vectors %s (%d vectors of dim %d): %d of %d vocabulary words "
-             "found (%.1f%%), %d words added; %s have a vector; embeddings %s", e["file"],
+             "found (%.1f%%), %d words added; %s; embeddings %s", e["file"],
              e["vectors_in_file"], e["dim"], e["vocab_found"],
              len(info["words"]) - embeddings.FIRST_WORD_ID - e["added_words"],
              100 * e["vocab_coverage"], e["added_words"], val,
