@@ -177,6 +177,20 @@ def test_fit_crops_or_pads_keeping_the_aspect(tmp_path):
     assert pad[4:6, 5:].min() > 200 and pad[4:6, :2].max() < 60
 
 
+def test_a_thin_strip_is_cropped_without_a_huge_intermediate(tmp_path):
+    strip = Image.new("RGB", (1, 200_000), (10, 20, 30))
+    assert np.asarray(fit(strip, 64, "crop")).shape == (64, 64, 3)
+    assert np.asarray(fit(strip, 64, "pad")).shape == (64, 64, 3)
+
+
+def test_a_fifo_named_like_an_image_is_not_read(tmp_path):
+    import os
+    raw = class_folders(tmp_path / "raw", 10)
+    os.mkfifo(raw / "cat" / "pipe.png")  # opening it would wait forever for a writer
+    build(raw, tmp_path / "out", image_size=8)
+    assert "cat/pipe.png" not in (tmp_path / "out" / "train.csv").read_text()
+
+
 def test_normalisation_comes_from_train_only(tmp_path):
     raw = tmp_path / "raw"
     class_folders(raw / "train", 4, {"a": (0, 0, 0), "b": (0, 0, 0)})

@@ -107,8 +107,9 @@ def _class_folders(parent: Path, folders: list[Path], root: Path) -> list[Item]:
         found = []
         for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
-            found += [Path(dirpath) / f for f in filenames
-                      if not _hidden(f) and is_image_name(Path(f))]
+            found += [Path(dirpath) / f for f in filenames  # is_file: no FIFO or device
+                      if not _hidden(f) and is_image_name(Path(f))
+                      and (Path(dirpath) / f).is_file()]
         if not found:
             raise UserError(f"{folder}: class folder with no images ({SUFFIX_LIST}); add its "
                             f"images or remove the folder")
