@@ -225,32 +225,33 @@ def bad_layouts(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     val_only = tmp_path / "val_only"
     class_folders(val_only / "val", 2)
     class_folders(val_only / "test", 2)
-    cases["split without train"] = (val_only, "without train/")
+    cases["images-split-without-train"] = (val_only, "a split folder without train/")
     empty = class_folders(tmp_path / "empty", 3)
     (empty / "ghost").mkdir()
     (empty / "ghost" / "notes.txt").write_text("no pictures here")
-    cases["empty class"] = (empty, "ghost: class folder with no images")
+    cases["images-class-folder-empty"] = (empty, "class folder with no images")
     one = class_folders(tmp_path / "one", 5, {"cat": (1, 2, 3)})
-    cases["one class"] = (one, "at least two classes")
+    cases["images-one-class"] = (one, "a classifier needs at least two classes")
     unseen = tmp_path / "unseen"
     class_folders(unseen / "train", 5, {"cat": (1, 2, 3), "dog": (9, 9, 9)})
     class_folders(unseen / "test", 2, {"cat": (1, 2, 3), "owl": (5, 5, 5)}, start=90)
-    cases["test class not in train"] = (unseen, "class 'owl' of test")
+    cases["images-class-not-in-train"] = (unseen, "has no training images")
     class_folders(tmp_path / "outside" / "img", 3)
     (tmp_path / "outside" / "labels.csv").write_text("path,label\n../secret.png,cat\n")
     picture(tmp_path / "secret.png", (1, 1, 1))
-    cases["csv outside"] = (tmp_path / "outside" / "labels.csv", "labels.csv:2")
+    cases["images-csv-path-outside"] = (tmp_path / "outside" / "labels.csv",
+                                       "points outside")
     missing = tmp_path / "missing"
     missing.mkdir()
     (missing / "labels.csv").write_text("path,label\nnope.png,cat\n")
-    cases["csv missing file"] = (missing / "labels.csv", "no such image file")
+    cases["images-csv-path-missing"] = (missing / "labels.csv", "no such image file")
     broken = class_folders(tmp_path / "broken", 3)
     (broken / "dog" / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    cases["corrupt image"] = (broken, "bad.jpg: not a readable image")
+    cases["images-not-readable"] = (broken, "not a readable image")
     two_vals = tmp_path / "two_vals"
     for name in ("train", "val", "valid"):
         class_folders(two_vals / name, 2)
-    cases["val and valid"] = (two_vals, "a second val folder")
+    cases["images-split-twice"] = (two_vals, "a second val folder")
     return cases
 
 
@@ -268,6 +269,7 @@ def test_every_bad_layout_is_one_line_and_the_built_folder_stays(tmp_path, capsy
         assert code == 2, name
         assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err, (name,
                                                                                         err)
+        assert str(raw.name) in err, (name, err)  # names the file or folder at fault
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
@@ -327,3 +329,18 @@ def test_class_names_travel_from_folders_to_predict(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert len(out) == 4 and all(row["label"] in COLORS for row in out)
     assert set(out[0]["probabilities"]) == set(COLORS)
+
+
+# The rows of docs/errors.md these tests prove: command, a fragment of the message shown
+# there, and the tests. test_bad_input checks the table against this.
+ROWS = {row: ("build-dataset", says,
+              [test_every_bad_layout_is_one_line_and_the_built_folder_stays])
+        for row, says in {
+            "images-split-without-train": "a split folder without train/",
+            "images-split-twice": "a second val folder",
+            "images-class-folder-empty": "class folder with no images",
+            "images-one-class": "a classifier needs at least two classes",
+            "images-class-not-in-train": "has no training images",
+            "images-csv-path-outside": "points outside",
+            "images-csv-path-missing": "no such image file",
+            "images-not-readable": "not a readable image"}.items()}

@@ -393,3 +393,16 @@ def test_the_cli_says_a_dimension_mismatch_in_one_line(sample, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert "\n" not in err
     assert f"vectors of {DIM} values, but embedding_dim is {DIM + 1}" in err
+
+
+# The rows of docs/errors.md these tests prove: command, a fragment of the message shown
+# there, and the tests. test_bad_input checks the table against this.
+ROWS = {
+    "embeddings-file-missing": ("train", "not found (looked for", [
+        test_a_missing_file_says_where_it_looked]),
+    "embeddings-dim-mismatch": ("train", "values, but embedding_dim is", [
+        test_a_broken_file_is_refused_in_one_line_naming_file_and_line,
+        test_the_cli_says_a_dimension_mismatch_in_one_line]),
+    "embeddings-line-broken": ("train", "values after the word, the vectors have", [
+        test_a_broken_file_is_refused_in_one_line_naming_file_and_line]),
+}

@@ -344,3 +344,15 @@ def test_every_sentence_lands_exactly_once_in_its_own_split(tmp_path_factory, si
         assert sorted(splits["train"] + splits["val"]) == sorted(files["train.txt"])
         assert len(splits["val"]) == round(n_train * 0.15)
     assert sum(report(out)["splits"][s]["sentences"] for s in SPLITS) == sum(sizes)
+
+
+# The rows of docs/errors.md these tests prove: command, a fragment of the message shown
+# there, and the tests. test_bad_input checks the table against this.
+ROWS = {row: ("build-dataset", says,
+              [test_bad_split_files_are_one_line_errors_before_anything_is_written])
+        for row, says in {
+            "ner-split-without-train": "but no train.* file",
+            "ner-split-twice": "both hold the val split",
+            "ner-split-empty": "the val split holds no sentences",
+            "ner-split-no-test": "but no test.* file",
+            "ner-fraction-unused": "the split files in"}.items()}
