@@ -379,10 +379,14 @@ def test_a_restore_needs_the_same_file(sample, tmp_path):
     assert state["epoch"] == 2
     assert torch.equal(state["model"]["embedding.weight"][-1], torch.tensor(vectors["zzbar"]))
 
+    # unfreezing on a restore would hand the optimizer a group it never had: one line
+    with pytest.raises(UserError, match="restore with the params it was trained with"):
+        train(model_dir, sample, restore="last",
+              overrides={"num_epochs": 3, "freeze_embeddings": False}, console=False)
     write_vectors(vectors_file, {**vectors, "zzbaz": [0.0] * DIM})
     with pytest.raises(UserError) as exc:
         train(model_dir, sample, restore="last", overrides={"num_epochs": 3}, console=False)
-    one_line(exc)
+    assert "embeddings." in one_line(exc) and "words" in str(exc.value)
 
 
 def test_the_cli_says_a_dimension_mismatch_in_one_line(sample, tmp_path, capsys):

@@ -180,9 +180,10 @@ class TrainingRun:
             raise UserError(f"{self.data_dir}: data folder not found; check --data-dir")
         self.data_info = self.task.describe_data(self.params, self.data_dir)
         if self.state is not None and self.state.get("data_info") != self.data_info:
-            raise UserError(f"{self.data_dir}: the data description (e.g. vocabulary) differs "
-                            f"from the one the checkpoint was trained with; restore with the "
-                            f"same data dir")
+            differ = _differing_keys(self.state.get("data_info"), self.data_info)
+            raise UserError(f"{self.data_dir}: the data description ({differ}) differs from "
+                            f"the one the checkpoint was trained with; restore with the same "
+                            f"data dir (and, for word vectors, the same embeddings_file)")
         self.data = load_splits(self.task, self.params, self.data_dir, ("train", "val"),
                                 self.data_info)
         # Refusals that need the data, made before anything in the model dir moves.
@@ -296,7 +297,12 @@ class TrainingRun:
         if state is not None:
             path = files.checkpoint_path(self.model_dir, self.restore)
             check_compatible(trainer.model, state["model"], path)
-            trainer.load_state_dict(state)
+            try:
+                trainer.load_state_dict(state)
+            except ValueError as exc:  # e.g. optimizer groups of another set of trainables
+                raise UserError(f"{path}: its optimizer state does not fit this model's "
+                                f"trainable weights ({exc}); restore with the params it was "
+                                f"trained with (e.g. the same freeze_embeddings)") from None
             steps = params.num_epochs * optimizer_steps_per_epoch(params, self.data["train"])
             extend_schedules(trainer.scheduler, trainer.step_schedulers, params.num_epochs,
                              steps)
@@ -421,6 +427,16 @@ def _check_resumable(state: Mapping[str, Any], new: Params, path: Path) -> None:
         raise UserError(f"{path}: --restore continues a run with its optimizer and schedule, "
                         f"but params changed {'; '.join(changed)}; set them back, or start a "
                         f"new run from these weights in another model dir")
+
+
+def _differing_keys(saved: Any, now: Any, prefix: str = "") -> str:
+    """The dotted keys at which two data descriptions differ, for a message a user can act
+    on ("embeddings.sha256" says the vectors file changed)."""
+    if not isinstance(saved, dict) or not isinstance(now, dict):
+        return prefix.rstrip(".") or "all of it"
+    keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    parts = [_differing_keys(saved.get(k), now.get(k), f"{prefix}{k}.") for k in keys[:4]]
+    return ", ".join(parts) or "all of it"
 
 
 def training_loss(task: Task, params: Params, train: Any, data_info: DataInfo | None,
