@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from torchstarter.cli.main import main
+
 
 def cli(*args, cwd=None, check=True):
     result = subprocess.run([sys.executable, "-m", "torchstarter", *map(str, args)],
@@ -92,3 +94,13 @@ def test_sample_data_never_writes_into_a_folder_that_holds_something(tmp_path):
     result = cli("sample-data", "--task", "ner", "--output-dir", tmp_path / "mine", check=False)
     assert result.returncode == 2 and "not an empty folder" in result.stderr
     assert (tmp_path / "mine" / "ner_dataset.csv").read_text() == "my corpus\n"
+
+
+def test_the_ner_demo_says_beside_its_predictions_that_the_sample_is_too_small(tmp_path,
+                                                                                capsys):
+    assert main(["demo", "--task", "ner", "--output-dir", str(tmp_path / "demo"),
+                 "--set", "num_epochs=1"]) == 0
+    out = capsys.readouterr().out
+    predicted = out.index("== predict")
+    note = out.index("NOTE: the built-in NER sample has 82 sentences, far too few to learn")
+    assert predicted < note < out.index("task    split")  # after the tags, before the table
