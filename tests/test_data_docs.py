@@ -28,10 +28,10 @@ def test_every_command_of_the_data_page_runs_and_builds_what_it_says(tmp_path, m
         if words[0] == "torchstarter" and words[1] not in ("train", "predict"):
             assert main(words[1:]) == 0, command  # in-process: no torch import per command
             continue
-        if words[0] == "torchstarter":
-            words = [sys.executable, "-m", *words]
-        done = subprocess.run(words if "&&" not in command else ["bash", "-c", command],
-                              env=env, capture_output=True, text=True, timeout=600)
+        if words[0] == "torchstarter":  # train and predict: a process of their own
+            command = shlex.join([sys.executable, "-m", *words])
+        done = subprocess.run(["bash", "-c", command], env=env, capture_output=True,
+                              text=True, timeout=600)
         assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
     data = tmp_path / "data"
     assert report(data / "pets")["splits_from"] == "split_by_fractions"

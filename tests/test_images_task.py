@@ -281,6 +281,46 @@ def test_an_oversized_image_is_refused_from_its_header(tmp_path, monkeypatch):
         build(raw, tmp_path / "out")
 
 
+def test_hostile_names_and_reports_are_one_line_too(tmp_path):
+    import os
+    # a class folder whose name is not UTF-8 cannot go into the split tables
+    raw = class_folders(tmp_path / "raw", 4)
+    os.rename(bytes(raw / "dog"), bytes(raw) + b"/d\xffog")
+    with pytest.raises(UserError, match="not UTF-8 text"):
+        build(raw, tmp_path / "out")
+    # a NUL inside a CSV path
+    table = tmp_path / "nul" / "labels.csv"
+    class_folders(tmp_path / "nul", 3)
+    table.write_text('path,label\ncat/000.png,cat\n"cat/001\0.png",cat\n')
+    with pytest.raises(UserError, match="labels.csv:3: the path holds a NUL"):
+        build(table, tmp_path / "out")
+    # --drop-leaks that would empty val
+    same = tmp_path / "same"
+    for name in ("a", "b"):
+        for i in range(6):
+            picture(same / name / f"{i}.png", (9, 9, 9) if name == "a" else (99, 9, 9))
+    with pytest.raises(UserError, match="would leave val empty"):
+        build(same, tmp_path / "out", drop_leaks=True)
+    # a report edited into nonsense
+    good = class_folders(tmp_path / "good", 6)
+    build(good, tmp_path / "built", image_size=8)
+    path = tmp_path / "built" / "build_report.json"
+    for key, value in (("image_size", -1), ("fit", "stretch")):
+        damaged = {**report(tmp_path / "built"), key: value}
+        path.write_text(json.dumps(damaged))
+        with pytest.raises(UserError, match="damaged"):
+            TASK.describe_data(None, tmp_path / "built")
+
+
+def test_numeric_class_names_sort_the_same_every_time(tmp_path):
+    from torchstarter.tasks.images.build import class_order
+    assert class_order({"2", "01", "10", "1"}) == ["01", "1", "2", "10"]
+    assert class_order({"1", "\u00b2", "3"}) == ["1", "3", "\u00b2"]  # not a number: text
+    raw = class_folders(tmp_path / "raw", 10, {"stop_signs": (1, 1, 1), "cars": (200, 9, 9)})
+    build(raw, tmp_path / "out", image_size=8)  # a class named *_signs is a class
+    assert report(tmp_path / "out")["layout"] == "class folders"
+
+
 # ---- splitting, as a property ----------------------------------------------------------------
 
 @settings(max_examples=60, deadline=None)

@@ -100,6 +100,13 @@ def test_a_second_pass_may_skip_checking_the_lines_it_does_not_keep(tmp_path):
         read_vectors(path, 2, keep=lambda w: w != "b")
 
 
+def test_a_word_holding_a_unicode_space_is_one_word(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_text("1\u00a0000 1 2\nfoo\x85 3 4\nfoo 5 6\n", encoding="utf-8")
+    vectors = read_vectors(path, 2)
+    assert list(vectors.index) == ["1\u00a0000", "foo\x85", "foo"]
+
+
 def test_blank_lines_and_words_holding_spaces_are_skipped(tmp_path):
     path = tmp_path / "v.txt"  # glove.840B has lines like ". . . 0.1 0.2"
     path.write_text("a 1 2\n\n. . . 3 4\nb 5 6\n", encoding="utf-8")
@@ -119,6 +126,8 @@ def test_blank_lines_and_words_holding_spaces_are_skipped(tmp_path):
     ("", "v.txt: holds no word vectors"),
     ("3 2\n", "v.txt: holds no word vectors"),
     ("3 2\na 1 2\n", "v.txt:1: the header says 3 vectors but the file holds 1"),
+    ("a 1 2\nb 1e39 1\n", "v.txt:2: '1e39' is not a finite number (as float32)"),
+    ("a 1 2\nb " + "0 " * 600_000 + "\n", "v.txt:2: a line of 1,200,003 characters"),
 ])
 def test_a_broken_file_is_refused_in_one_line_naming_file_and_line(tmp_path, text, expected):
     path = tmp_path / "v.txt"

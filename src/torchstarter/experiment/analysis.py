@@ -27,6 +27,11 @@ KINDS = ("correct", "wrong type", "wrong boundary", "wrong type and boundary", "
          "spurious")
 
 
+
+def cell(text: str) -> str:
+    """A class name as one markdown table cell: its | and line breaks would split the row."""
+    return text.replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+
 def confusion(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     index = {name: i for i, name in enumerate(names)}
     counts = np.zeros((len(names), len(names)), dtype=np.int64)
@@ -184,7 +189,7 @@ def analyse(examples: Examples, data: Any, folder: Path, stem: str) -> dict[str,
             confusion_png(table, picture)
             md += [f"![confusion matrix]({picture.name})", ""]
         md += ["| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
-        md += [f"| {name} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | "
+        md += [f"| {cell(name)} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | "
                f"{c['support']} |" for name, c in table["per_class"].items()]
         images = getattr(data, "inputs", None)
         if (images is not None and getattr(images, "ndim", 0) == 4 and "loss" in rows[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,13 @@ from torchstarter.engine.evaluation import classification_examples
 from torchstarter.engine.examples import Examples
 from torchstarter.engine.task import DataInfo, Loss, Metric, Task
 from torchstarter.errors import UserError
-from torchstarter.tasks.images.build import REPORT, add_build_arguments, summary_lines
+from torchstarter.tasks.images.build import (
+    MAX_SIZE,
+    MIN_SIZE,
+    REPORT,
+    add_build_arguments,
+    summary_lines,
+)
 from torchstarter.tasks.images.build import build_dataset as _build
 from torchstarter.tasks.images.data import load_split
 from torchstarter.tasks.images.net import Classifier
@@ -31,6 +38,7 @@ from torchstarter.tasks.images.predict import predict
 from torchstarter.tasks.images.sample_data import write_sample_data
 from torchstarter.tasks.signs import augment, training_loss
 from torchstarter.tasks.signs.net import accuracy, loss_fn
+from torchstarter.tasks.vision.decode import FITS
 
 SCHEMA = {
     "num_channels": Field(int, "Channels of the first conv block (then x2, x4).", default=32,
@@ -69,10 +77,13 @@ def describe_data(data_dir: Path) -> DataInfo:
         raise UserError(f"{path}: not a report of build-dataset --task images (classes, "
                         f"image_size, fit, normalisation); {hint}") from None
     if (len(info["classes"]) < 2 or not all(isinstance(c, str) for c in info["classes"])
+            or len(set(info["classes"])) != len(info["classes"])
+            or not MIN_SIZE <= info["image_size"] <= MAX_SIZE or info["fit"] not in FITS
             or len(info["mean"]) != 3 or len(info["std"]) != 3
+            or not all(math.isfinite(v) for v in info["mean"] + info["std"])
             or not all(s > 0 for s in info["std"])):
-        raise UserError(f"{path}: damaged (classes, mean or std); rebuild the data with "
-                        f"build-dataset --task images")
+        raise UserError(f"{path}: damaged (classes, image_size, fit, mean or std); rebuild "
+                        f"the data with build-dataset --task images")
     return info
 
 

@@ -52,8 +52,8 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
 
 def class_order(labels: set[str]) -> list[str]:
     """Numeric names in numeric order (2 before 10), others alphabetically."""
-    if all(label.isdigit() for label in labels):
-        return sorted(labels, key=int)
+    if all(label.isascii() and label.isdigit() for label in labels):
+        return sorted(labels, key=lambda label: (int(label), label))  # "1" and "01" both
     return sorted(labels)
 
 
@@ -170,6 +170,11 @@ def build_dataset(args: argparse.Namespace) -> dict[str, Any]:
     duplicates = find_duplicates(hashes)
     dropped = {s: set(duplicates["leaks"][s]) if args.drop_leaks else set()
                for s in ("val", "test")}
+    for split, names in dropped.items():
+        if names and len(names) == len(splits[split]):
+            raise UserError(f"{raw}: every {split} image equals a train image, so --drop-leaks "
+                            f"would leave {split} empty; remove the copies from the data, or "
+                            f"build without --drop-leaks")
     mean, std = channel_stats(pixels["train"])
 
     def write(tmp: Path) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def load_split(data_dir: Path, split: str, data_info: DataInfo) -> TensorData:
     labels = np.empty(len(rows), dtype=np.int64)
     root = Path(data_dir).resolve()
     for i, (file, label, _) in enumerate(rows):
-        path = (root / file).resolve()
+        path = (root / file.replace("\0", "?")).resolve()  # a NUL byte: refused as missing
         if not path.is_relative_to(root):
             raise UserError(f"{Path(data_dir) / f'{split}.csv'}:{i + 2}: {file!r} points "
                             f"outside {root}; {BUILT_HINT}")

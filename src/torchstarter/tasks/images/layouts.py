@@ -62,7 +62,19 @@ def _entries(folder: Path) -> tuple[list[Path], list[Path]]:
             [p for p in children if p.is_file() and is_image_name(p)])
 
 
+def _text(name: str, where: str) -> str:
+    """A file or folder name as text; one whose bytes are not UTF-8 cannot be written to
+    the split tables, so it is refused here rather than halfway through the build."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"{where.encode('utf-8', 'backslashreplace').decode()}: the name is "
+                        f"not UTF-8 text; rename it") from None
+    return name
+
+
 def _check_label(label: str, where: str) -> str:
+    _text(label, where)
     if not label.strip():
         raise UserError(f"{where}: empty class name; give every image a label")
     if any(ord(c) < 32 or ord(c) == 127 for c in label):
@@ -89,7 +101,7 @@ def discover(data: Path) -> Found:
         what = "only image files" if images else "no class folders"
         raise UserError(f"{data}: {what}; {LAYOUT_HINT}")
     names = {p.name.lower(): p for p in folders}
-    if any(name.endswith("_signs") for name in names):
+    if "train_signs" in names or "test_signs" in names:  # not any class named *_signs
         return _signs_layout(data, folders)
     if any(name in SPLIT_ALIASES for name in names):
         return _split_layout(data, folders, images)
@@ -113,7 +125,9 @@ def _class_folders(parent: Path, folders: list[Path], root: Path) -> list[Item]:
         if not found:
             raise UserError(f"{folder}: class folder with no images ({SUFFIX_LIST}); add its "
                             f"images or remove the folder")
-        items += [Item(p, label, p.relative_to(root).as_posix()) for p in sorted(found)]
+        items += [Item(p, label, _text(p.relative_to(root).as_posix(), repr(str(p))))
+                  for p in found]
+    items.sort(key=lambda item: item.source)  # one order on every system
     if not items:
         raise UserError(f"{parent}: no class folders; {LAYOUT_HINT}")
     return items
@@ -156,6 +170,9 @@ def _signs_layout(data: Path, folders: list[Path]) -> Found:
     for folder in folders:
         split = SPLIT_ALIASES.get(folder.name.lower().removesuffix("_signs"))
         if folder.name.lower().endswith("_signs") and split is not None:
+            if split in by_split:
+                raise UserError(f"{folder}: a second {split} folder beside "
+                                f"{by_split[split].name}/; keep one of them")
             by_split[split] = folder
     if "train" not in by_split:
         raise UserError(f"{data}: SIGNS folders without train_signs/; add it")
@@ -171,7 +188,8 @@ def _signs_layout(data: Path, folders: list[Path]) -> Found:
             if "_" not in path.name or not (prefix.isascii() and prefix.isdigit()):
                 raise UserError(f"{path}: file name does not start with a label "
                                 f"('<label>_IMG_<id>.jpg'); rename or remove the file")
-            rows.append(Item(path, str(int(prefix)), path.relative_to(data).as_posix()))
+            rows.append(Item(path, str(int(prefix)),
+                             _text(path.relative_to(data).as_posix(), repr(str(path)))))
         items[split] = rows
     return Found("SIGNS file names", items, {s: f.name + "/" for s, f in by_split.items()})
 
@@ -215,6 +233,8 @@ def read_csv_layout(table: Path) -> Found:
                                 f"(valid, validation and dev also mean val)")
         if not given:
             raise UserError(f"{where}: empty path; give the image's path relative to {base}")
+        if "\0" in given:
+            raise UserError(f"{where}: the path holds a NUL character; fix the row")
         path = (base / given).resolve()
         if Path(given).is_absolute() or not path.is_relative_to(base):
             raise UserError(f"{where}: {given!r} points outside {base}; paths must be relative "

@@ -22,7 +22,6 @@ import array
 import gzip
 import hashlib
 import io
-import math
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -150,6 +149,16 @@ def _numbered(stream: IO[bytes], where: str) -> Iterator[tuple[int, str]]:
         yield lineno, text
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+MAX_LINE_CHARS = 1 << 20  # 1 MB: 25,000 values of 40 characters; a longer line is damage
+
+
+def _fields(text: str, maxsplit: int = -1) -> list[str]:
+    """A line's fields split on ASCII spaces and tabs only, as word2vec, GloVe and fastText
+    write them: a word may hold a no-break space or another Unicode space."""
+    return [f for f in text.rstrip("\r\n").replace("\t", " ").split(" ", maxsplit) if f]
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -168,11 +177,15 @@ def _parse(lines: Iterable[tuple[int, str]], where: str, dim: int,
     count = 0
     for lineno, text in lines:
         if not check_all and lineno > 1 and keep is not None:
-            head = text.split(None, 1)
+            head = _fields(text, 1)
             if head and not keep(head[0]):
                 count += 1  # a vector line, checked by an earlier pass over these bytes
                 continue
-        fields = text.split()
+        if len(text) > MAX_LINE_CHARS:
+            raise UserError(f"{where}:{lineno}: a line of {len(text):,} characters, far more "
+                            f"than a word and {dim} numbers; the file is damaged or not a "
+                            f"vectors file")
+        fields = _fields(text)
         if not fields:
             continue  # blank lines (a trailing one) carry nothing
         if lineno == 1 and len(fields) == 2 and all(f.isascii() and f.isdigit()
@@ -226,11 +239,10 @@ def _numbers(texts: list[str], where: str, lineno: int) -> list[float]:
         bad = next(t for t in texts if not _is_number(t))
         raise UserError(f"{where}:{lineno}: {bad!r} is not a number; each line is a word and "
                         f"its numbers, separated by spaces: fix or remove the line") from None
-    if not math.isfinite(sum(row)):  # NaN or infinity somewhere (or a finite sum overflowed)
-        bad = next((t for t, v in zip(texts, row, strict=True) if not math.isfinite(v)), None)
-        if bad is not None:
-            raise UserError(f"{where}:{lineno}: {bad!r} is not a finite number; fix or "
-                            f"remove the line")
+    if not all(abs(v) <= FLOAT32_MAX for v in row):  # NaN, infinity, or inf as float32
+        bad = next(t for t, v in zip(texts, row, strict=True) if not abs(v) <= FLOAT32_MAX)
+        raise UserError(f"{where}:{lineno}: {bad!r} is not a finite number (as float32); fix "
+                        f"or remove the line")
     return row
 
 

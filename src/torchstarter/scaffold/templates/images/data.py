@@ -29,12 +29,21 @@ def load_split(data_dir: Path, split: str, data_info: DataInfo) -> TensorData:
     class_ids = {name: i for i, name in enumerate(data_info["classes"])}
     images = np.empty((len(rows), 3, size, size), dtype=np.uint8)
     labels = np.empty(len(rows), dtype=np.int64)
+    root = Path(data_dir).resolve()
     for i, (file, label, _source) in enumerate(rows):
+        where = f"{Path(data_dir) / f'{split}.csv'}:{i + 2}"
+        path = (root / file.replace("\0", "?")).resolve()
+        # Mistakes the user can fix: a UserError prints one line, no traceback.
+        if not path.is_relative_to(root):
+            raise UserError(f"{where}: {file!r} points outside {root}; rebuild the data")
         if label not in class_ids:
-            # A mistake the user can fix: a UserError prints one line, no traceback.
-            raise UserError(f"{Path(data_dir) / f'{split}.csv'}:{i + 2}: class {label!r} is "
-                            f"not one the model was built for; rebuild the data")
-        images[i] = to_chw_uint8(open_rgb(Path(data_dir) / file))
+            raise UserError(f"{where}: class {label!r} is not one the model was built for; "
+                            f"rebuild the data")
+        img = open_rgb(path)
+        if img.size != (size, size):
+            raise UserError(f"{path}: image is {img.size[0]}x{img.size[1]}, expected "
+                            f"{size}x{size}; rebuild the data")
+        images[i] = to_chw_uint8(img)
         labels[i] = class_ids[label]
     data = TensorData(torch.from_numpy(images), torch.from_numpy(labels))
     data.ids = [source for _, _, source in rows]  # evaluate's rows name the original file
