@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
           f"examples support")
     test = result.mcnemar
     if test is not None:
-        print(f"McNemar ({test.method}) over {result.correct_unit}s: right only in A "
+        print(f"McNemar ({test.method}) over {result.correct_unit}: right only in A "
               f"{test.only_a}, right only in B {test.only_b}, p = {test.p_value:.4g}")
     if result.per_class:
         print()

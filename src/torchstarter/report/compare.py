@@ -154,5 +154,5 @@ def compare(a: Path, b: Path, split: str = "test", restore: str = "best",
     per_class = _per_class(rows_a, rows_b) or _per_type(Path(a), Path(b), split, restore)
     unit = header_a.get("unit", "example")
     return Comparison(Path(a), Path(b), split, unit, len(rows_a), differing, metrics, test,
-                      unit if unit == "example" else f"{unit} (entirely right or not)",
+                      f"{unit}s" if unit == "example" else f"{unit}s (each entirely right or not)",
                       per_class, flipped, resamples, seed)
