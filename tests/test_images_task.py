@@ -334,6 +334,11 @@ def test_carving_keeps_every_image_once_and_each_class_in_train(sizes, seed, val
     flat = [it.source for split in parts.values() for it in split]
     assert sorted(flat) == sorted(it.source for it in items)
     assert {it.label for it in parts["train"]} == {it.label for it in items}
+    # one more class changes no other class's cut
+    more = carve(items + [Item(Path("new/0"), "zz", "zz/0"), Item(Path("new/1"), "zz", "zz/1")],
+                 {"val": val, "test": test}, seed)
+    for split in parts:
+        assert [it for it in more[split] if it.label != "zz"] == parts[split]
 
 
 # ---- through training, evaluate and predict ---------------------------------------------------

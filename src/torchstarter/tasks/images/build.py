@@ -59,17 +59,18 @@ def class_order(labels: set[str]) -> list[str]:
 
 def carve(items: list[Item], fractions: dict[str, float], seed: int
           ) -> dict[str, list[Item]]:
-    """Hold out each fraction of every class (shuffled with `seed`; at least one image
-    while train keeps one), the rest is train: each class keeps its share in every split,
-    and the same seed gives the same cut."""
+    """Hold out each fraction of every class (shuffled with `seed` and the class name; at
+    least one image while train keeps one), the rest is train: each class keeps its share
+    in every split, and the same seed gives the same cut."""
     parts: dict[str, list[Item]] = {"train": [], **{s: [] for s in fractions}}
     by_class: dict[str, list[Item]] = defaultdict(list)
     for item in items:
         by_class[item.label].append(item)
-    rng = random.Random(seed)
     for label in sorted(by_class):
         group = sorted(by_class[label], key=lambda it: it.source)
-        rng.shuffle(group)
+        # A shuffle of each class's own (seeded by seed and name: a str seed is hashed with
+        # SHA-512, the same in every process), so adding a class moves no other class.
+        random.Random(f"{seed}/{label}").shuffle(group)
         start = 0
         for split, share in fractions.items():
             # at least one of a class in each held-out split, while train keeps one
