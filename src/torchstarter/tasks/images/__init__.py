@@ -36,23 +36,21 @@ from torchstarter.tasks.images.data import load_split
 from torchstarter.tasks.images.net import Classifier
 from torchstarter.tasks.images.predict import predict
 from torchstarter.tasks.images.sample_data import write_sample_data
+from torchstarter.tasks.signs import SCHEMA as SIGNS_SCHEMA
 from torchstarter.tasks.signs import augment, training_loss
 from torchstarter.tasks.signs.net import accuracy, loss_fn
 from torchstarter.tasks.vision.decode import FITS
 
+# The SIGNS keys, less num_classes (the classes come from the data), with a lighter
+# dropout default and a word on when flips hurt.
 SCHEMA = {
-    "num_channels": Field(int, "Channels of the first conv block (then x2, x4).", default=32,
-                          min=1),
+    "num_channels": SIGNS_SCHEMA["num_channels"],
     "dropout_rate": Field(float, "Dropout before the last layer.", default=0.5, min=0, max=1),
     "augmentation": Field(bool, "Random horizontal flips of training batches; turn off for "
                           "pictures that mean something else mirrored (digits, text).",
                           default=True),
-    "label_smoothing": Field(float, "Training targets mix this share of a uniform "
-                             "distribution into the one-hot label (0: off).", default=0.0,
-                             min=0, max=0.99),
-    "class_weights": Field(str, "'balanced': weigh each training example by n / (classes * "
-                           "n_class) of the train split.", default="none",
-                           choices=("none", "balanced")),
+    "label_smoothing": SIGNS_SCHEMA["label_smoothing"],
+    "class_weights": SIGNS_SCHEMA["class_weights"],
 }
 METRICS = {"accuracy": Metric(accuracy)}
 DEFAULT_METRIC = "accuracy"

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torchstarter.errors import UserError
+from torchstarter.tasks.signs.images import label_from_name
 from torchstarter.tasks.vision.decode import SUFFIX_LIST, is_image_name
 
 SPLITS = ("train", "val", "test")
@@ -182,15 +184,9 @@ def _signs_layout(data: Path, folders: list[Path]) -> Found:
         if not files:
             raise UserError(f"{folder}: no images ({SUFFIX_LIST}); add them or remove the "
                             f"folder")
-        rows = []
-        for path in files:
-            prefix = path.name.split("_", 1)[0]
-            if "_" not in path.name or not (prefix.isascii() and prefix.isdigit()):
-                raise UserError(f"{path}: file name does not start with a label "
-                                f"('<label>_IMG_<id>.jpg'); rename or remove the file")
-            rows.append(Item(path, str(int(prefix)),
-                             _text(path.relative_to(data).as_posix(), repr(str(path)))))
-        items[split] = rows
+        items[split] = [Item(path, str(label_from_name(path, sys.maxsize)),
+                             _text(path.relative_to(data).as_posix(), repr(str(path))))
+                        for path in files]  # any label: the classes are what is found
     return Found("SIGNS file names", items, {s: f.name + "/" for s, f in by_split.items()})
 
 
