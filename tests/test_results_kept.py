@@ -132,3 +132,40 @@ def test_compile_says_that_the_first_steps_take_long(make_experiment, sample_dat
     model_dir = make_experiment(num_epochs=1, compile="default")
     assert main(["train", "--data-dir", str(sample_data), "--model-dir", str(model_dir)]) == 0
     assert "may take a minute or more" in (model_dir / "train.log").read_text()
+
+
+def test_two_builds_of_one_new_folder_take_turns_and_the_second_is_one_line(tmp_path):
+    import threading
+
+    from torchstarter.errors import UserError
+    from torchstarter.utils.folders import replace_folder
+
+    out, filling, done = tmp_path / "data", threading.Event(), threading.Event()
+
+    def slow_fill(tmp: Path) -> None:
+        filling.set()
+        done.wait(10)
+        (tmp / "build_report.json").write_text("{}")
+
+    first = threading.Thread(target=replace_folder, args=(out, slow_fill))
+    first.start()
+    assert filling.wait(10)
+    outcome: list[object] = []
+
+    def second() -> None:
+        try:
+            replace_folder(out, lambda tmp: outcome.append("filled"))
+        except UserError as exc:
+            outcome.append(str(exc))
+
+    other = threading.Thread(target=second)
+    other.start()
+    other.join(0.5)
+    assert other.is_alive() and outcome == []  # waiting its turn, nothing written
+    done.set()
+    first.join(10)
+    other.join(10)
+    assert outcome == [f"{out}: folder exists and is not empty; pass --overwrite to replace "
+                       f"it or pick another --output-dir"]
+    assert json.loads((out / "build_report.json").read_text()) == {}
+    assert hidden_leftovers(tmp_path) == []

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 from torchstarter.errors import UserError
 from torchstarter.utils.atomic import NAME_KEPT, disk_errors_as_user_errors, new_temp_folder
+from torchstarter.utils.locking import FileLock, LockUnsupported
 
 T = TypeVar("T")
 
@@ -30,6 +32,29 @@ def replace_folder(out: Path, fill: Callable[[Path], T], overwrite: bool = False
 def _replace_folder(given: Path, fill: Callable[[Path], T], overwrite: bool,
                     mark: str | None) -> T:
     out = creatable_folder(given)  # '.', './', 'a/..' and a link get a real name
+    _existing(given, out, overwrite, mark)  # refused before anything is created
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Two commands writing one output folder take turns: the second looks again once the
+    # first is done, and then finds a folder that needs --overwrite, in one line.
+    with _turn(out.parent / f".{out.name[:NAME_KEPT]}.lock"):
+        held = _existing(given, out, overwrite, mark)
+        tmp = new_temp_folder(out.parent, f".{out.name[:NAME_KEPT]}.", ".new")
+        try:
+            result = fill(tmp)
+            if held:
+                _swap(tmp, out)
+            elif out.is_dir():  # an empty folder, maybe the one the user is in: keep it
+                _move_children(tmp, out, last=mark)
+            else:
+                tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return result
+
+
+def _existing(given: Path, out: Path, overwrite: bool, mark: str | None) -> list[str]:
+    """What `out` holds, refused in one line when this command may not replace it."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{given}: exists and is not a folder; pick another --output-dir")
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
@@ -47,20 +72,23 @@ def _replace_folder(given: Path, fill: Callable[[Path], T], overwrite: bool,
                         f"replace it under you: run the command from outside it")
     if out.parent == out:
         raise UserError(f"{given}: is the root folder; pick another --output-dir")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = new_temp_folder(out.parent, f".{out.name[:NAME_KEPT]}.", ".new")
+    return held
+
+
+@contextlib.contextmanager
+def _turn(path: Path) -> Iterator[None]:
+    """Hold the lock file `path` (removed afterwards); without flock (some network mounts)
+    go on unlocked, as before."""
+    lock = FileLock(path, remove_on_release=True)
     try:
-        result = fill(tmp)
-        if held:
-            _swap(tmp, out)
-        elif out.is_dir():  # an empty folder, maybe the one the user is in: keep it
-            _move_children(tmp, out, last=mark)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return result
+        lock.acquire(wait=None)
+    except LockUnsupported:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _swap(new: Path, out: Path) -> None:
