@@ -1,6 +1,6 @@
 """The package's layers: every import points down, no import circle, no import-time effects.
 
-(__main__ ->) cli -> report | search | scaffold -> experiment -> tasks -> engine ->
+(__main__ ->) cli -> report | search | scaffold | export | serve -> experiment -> tasks -> engine ->
 config | utils -> errors (and the package root, which holds the version). Each module
 belongs to exactly one layer, named by its first package; a module may import its own
 package and any lower layer, never a higher one nor a sibling of its own layer.
@@ -22,7 +22,7 @@ LAYERS = [  # lowest first
     {"engine"},
     {"tasks"},
     {"experiment"},
-    {"report", "search", "scaffold"},
+    {"report", "search", "scaffold", "export", "serve"},
     {"cli"},
     {"__main__"},  # `python -m torchstarter`: the CLI's entry point
 ]

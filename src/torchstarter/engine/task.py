@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from torchstarter.config import Field, Params
     from torchstarter.engine.examples import Examples
+    from torchstarter.engine.export_spec import ExportSpec
 
 DataInfo = dict[str, Any]  # JSON-like facts about the data (a vocabulary, label names)
 
@@ -191,6 +192,32 @@ class Task:
     def format_predictions(self, rows: list[dict[str, Any]]) -> str | None:
         """predict's rows for a person; None prints them as a table."""
         return None
+
+    # ---- optional: shipping the model (the export and serve commands) --------------------
+    def export_spec(self, model: nn.Module, params: Params, data_info: DataInfo | None
+                    ) -> ExportSpec:
+        """The trained model as a module of plain tensors, and how export checks it
+        (engine/export_spec.py)."""
+        raise UserError(f"task '{self.name}' has no export_spec(); add one to the task "
+                        f"module (see torchstarter.engine.export_spec)")
+
+    def serve_inputs(self, body: Any, uploads: list[tuple[str, bytes]],
+                     limits: Mapping[str, int], data_info: DataInfo | None) -> list[Any]:
+        """The inputs one HTTP request to `serve` brings: its parsed JSON body (None for a
+        multipart upload) or its uploaded files as (file name, bytes). Raise UserError,
+        naming the field at fault, for anything malformed or over `limits`
+        (max_items per request, max_tokens per sentence): the client gets a 400."""
+        raise UserError(f"task '{self.name}' has no serve_inputs(); add one to the task "
+                        f"module to serve it")
+
+    def predict_inputs(self, model: nn.Module, params: Params, inputs: list[Any],
+                       device: torch.device, data_info: DataInfo | None
+                       ) -> list[dict[str, Any]]:
+        """predict's rows for inputs serve_inputs made, one per input in order (the server
+        joins several requests' inputs into one call). Give predict and serve the same
+        rows by ending predict in this hook."""
+        raise UserError(f"task '{self.name}' has no predict_inputs(); add one to the task "
+                        f"module to serve it")
 
     # ---- optional: data preparation (the build-dataset and build-vocab commands) ---------
     def add_build_arguments(self, parser: argparse._ActionsContainer) -> None:

@@ -4,8 +4,8 @@ The module defines, at module level:
   SCHEMA, METRICS, DEFAULT_METRIC           the attributes schema, metrics, default_metric
   load_split, build_model, loss_fn          required (loss_fn is Task.loss)
   describe_data, initialize_model, augment, training_loss, configure_optimizer,
-  evaluation_report, examples,
-  predict, format_predictions, add_build_arguments, build_dataset, add_vocab_arguments,
+  evaluation_report, examples, predict, format_predictions, predict_inputs,
+  serve_inputs, export_spec, add_build_arguments, build_dataset, add_vocab_arguments,
   build_vocab_command (Task.build_vocab), write_sample_data, demo_inputs   optional
 with the signatures of torchstarter.engine.task.Task, less `self`. This adapter is the
 one place where a module's looser forms are accepted:
@@ -42,9 +42,11 @@ SHAPES = {  # what each required part is, for the error that names a missing one
 }
 # Hook -> its arguments before data_info, for hooks whose last argument is data_info.
 TAKES_DATA_INFO = {"load_split": 3, "build_model": 1, "evaluation_report": 4, "predict": 4,
-                   "training_loss": 2, "examples": 4, "initialize_model": 2}
+                   "training_loss": 2, "examples": 4, "initialize_model": 2,
+                   "predict_inputs": 4, "serve_inputs": 3, "export_spec": 2}
 OPTIONAL = ("describe_data", "initialize_model", "augment", "training_loss", "configure_optimizer",
             "evaluation_report", "examples", "predict", "format_predictions",
+            "predict_inputs", "serve_inputs", "export_spec",
             "add_build_arguments",
             "build_dataset",
             "add_vocab_arguments", "build_vocab_command", "write_sample_data", "demo_inputs")
@@ -124,6 +126,15 @@ class ModuleTask(Task):
 
     def predict(self, model, params, inputs, device, data_info):  # type: ignore[no-untyped-def]
         return self._call("predict", model, params, inputs, device, data_info)
+
+    def predict_inputs(self, model, params, inputs, device, data_info):  # type: ignore[no-untyped-def]
+        return self._call("predict_inputs", model, params, inputs, device, data_info)
+
+    def serve_inputs(self, body, uploads, limits, data_info):  # type: ignore[no-untyped-def]
+        return self._call("serve_inputs", body, uploads, limits, data_info)
+
+    def export_spec(self, model, params, data_info):  # type: ignore[no-untyped-def]
+        return self._call("export_spec", model, params, data_info)
 
     def format_predictions(self, rows):  # type: ignore[no-untyped-def]
         return self._call("format_predictions", rows)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 from torchstarter.config import Field, Params
 from torchstarter.engine.evaluation import classification_examples
 from torchstarter.engine.examples import Examples
+from torchstarter.engine.export_spec import ExportSpec
 from torchstarter.engine.task import DataInfo, Loss, Metric, Task
 from torchstarter.errors import UserError
 from torchstarter.tasks.images.build import (
@@ -34,7 +35,7 @@ from torchstarter.tasks.images.build import (
 from torchstarter.tasks.images.build import build_dataset as _build
 from torchstarter.tasks.images.data import load_split
 from torchstarter.tasks.images.net import Classifier
-from torchstarter.tasks.images.predict import predict
+from torchstarter.tasks.images.predict import export_spec, predict, predict_inputs, serve_inputs
 from torchstarter.tasks.images.sample_data import write_sample_data
 from torchstarter.tasks.signs import SCHEMA as SIGNS_SCHEMA
 from torchstarter.tasks.signs import augment, training_loss
@@ -131,6 +132,19 @@ class ImagesTask(Task):
                 device: torch.device, data_info: DataInfo | None) -> list[dict[str, Any]]:
         return predict(model, params, inputs, device, data_info)
 
+    def predict_inputs(self, model: torch.nn.Module, params: Params, inputs: list[Any],
+                       device: torch.device, data_info: DataInfo | None
+                       ) -> list[dict[str, Any]]:
+        return predict_inputs(model, params, inputs, device, data_info)
+
+    def serve_inputs(self, body: Any, uploads: list[tuple[str, bytes]],
+                     limits: Mapping[str, int], data_info: DataInfo | None) -> list[Any]:
+        return serve_inputs(body, uploads, limits, data_info)
+
+    def export_spec(self, model: torch.nn.Module, params: Params,
+                    data_info: DataInfo | None) -> ExportSpec:
+        return export_spec(model, params, data_info)
+
     def add_build_arguments(self, parser: argparse._ActionsContainer) -> None:
         add_build_arguments(parser)
 
@@ -147,5 +161,5 @@ class ImagesTask(Task):
 TASK = ImagesTask()
 
 __all__ = ["DEFAULT_METRIC", "METRICS", "SCHEMA", "add_build_arguments", "build_model",
-           "describe_data", "demo_inputs", "load_split", "loss_fn", "predict",
-           "write_sample_data"]
+           "describe_data", "demo_inputs", "export_spec", "load_split", "loss_fn", "predict",
+           "predict_inputs", "serve_inputs", "write_sample_data"]

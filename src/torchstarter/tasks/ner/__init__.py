@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import torch
 
 from torchstarter.config import Field, Params
 from torchstarter.engine.examples import Examples
+from torchstarter.engine.export_spec import ExportSpec
 from torchstarter.engine.losses import balanced_class_weights
 from torchstarter.engine.task import DataInfo, Loss, Task
 from torchstarter.errors import ParamsError, UserError
@@ -47,6 +48,7 @@ from torchstarter.tasks.ner.data import (
     option,
     replace_singletons,
 )
+from torchstarter.tasks.ner.export import export_spec
 from torchstarter.tasks.ner.net import (
     Tagger,
     entity_f1,
@@ -56,7 +58,7 @@ from torchstarter.tasks.ner.net import (
     token_accuracy,
     weighted_loss_fn,
 )
-from torchstarter.tasks.ner.predict import format_predictions, predict
+from torchstarter.tasks.ner.predict import format_predictions, predict, predict_inputs, serve_inputs
 from torchstarter.tasks.ner.report import evaluation_report, examples
 
 log = logging.getLogger("torchstarter")
@@ -255,6 +257,22 @@ class NerTask(Task):
     def predict(self, model: torch.nn.Module, params: Params, inputs: list[str],
                 device: torch.device, data_info: DataInfo | None) -> list[dict[str, Any]]:
         return predict(model, params, inputs, device, data_info)
+
+    def predict_inputs(self, model: torch.nn.Module, params: Params, inputs: list[Any],
+                       device: torch.device, data_info: DataInfo | None
+                       ) -> list[dict[str, Any]]:
+        return predict_inputs(model, params, inputs, device, data_info)
+
+    def serve_inputs(self, body: Any, uploads: list[tuple[str, bytes]],
+                     limits: Mapping[str, int], data_info: DataInfo | None) -> list[Any]:
+        if uploads:
+            raise UserError("the NER model takes JSON, not uploaded files; send "
+                            "{\"sentence\": \"...\"} with Content-Type application/json")
+        return serve_inputs(body, limits)
+
+    def export_spec(self, model: torch.nn.Module, params: Params,
+                    data_info: DataInfo | None) -> ExportSpec:
+        return export_spec(model, params, data_info)
 
     def format_predictions(self, rows: list[dict[str, Any]]) -> str:
         return format_predictions(rows)

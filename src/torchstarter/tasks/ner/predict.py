@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +96,20 @@ def _path_is(item: str, test: Callable[[Path], bool]) -> bool:
         return False
 
 
-@torch.inference_mode()
 def predict(model: torch.nn.Module, params: Params, inputs: list[str], device: torch.device,
             data_info: DataInfo) -> list[dict[str, Any]]:
-    sentences = read_sentences(inputs)
+    return predict_inputs(model, params, read_sentences(inputs), device, data_info)
+
+
+@torch.inference_mode()
+def predict_inputs(model: torch.nn.Module, params: Params, sentences: list[list[str]],
+                   device: torch.device, data_info: DataInfo) -> list[dict[str, Any]]:
+    """Per sentence: its tokens, their tags, each tag's probability, and the entity spans.
+
+    The probability is the model's for that tag at that token: the softmax of the tag
+    scores, or with a CRF the marginal over every tag path (so it agrees with Viterbi's
+    choice of a whole path, and may be under 0.5 where paths compete).
+    """
     enc = Encoder(data_info)  # lowercased lookups when data_info says so, as in training
     with_cases = bool(option(params, "case_features"))
     model.eval()
@@ -121,13 +131,69 @@ def predict(model: torch.nn.Module, params: Params, inputs: list[str], device: t
             for i, tokens in enumerate(chunk):
                 cases[i, :len(tokens)] = torch.tensor(enc.cases(tokens))
             batch["cases"] = cases.to(device)
-        predicted = model(batch).predictions().cpu()
-        for tokens, ids in zip(chunk, predicted, strict=True):
+        out = model(batch)
+        predicted = out.predictions()
+        chosen = tag_probabilities(out).gather(2, predicted.clamp(min=0)[:, :, None])
+        for tokens, ids, probs in zip(chunk, predicted.cpu(), chosen.squeeze(2).cpu(),
+                                      strict=True):
             tags = [data_info["tags"][int(k)] for k in ids[:len(tokens)]]
             entities = [{"type": kind, "text": " ".join(tokens[a:b]), "start": a, "end": b}
                         for kind, a, b in spans(tags)]
-            rows.append({"tokens": tokens, "tags": tags, "entities": entities})
+            rows.append({"tokens": tokens, "tags": tags,
+                         "probabilities": [round(float(p), 4) for p in probs[:len(tokens)]],
+                         "entities": entities})
     return rows
+
+
+def tag_probabilities(out: Any) -> torch.Tensor:
+    """[B, T, K] probability of each tag at each token (see predict_inputs)."""
+    if out.crf is None:
+        return out.emissions.float().softmax(-1)
+    # The marginals are the gradient of log Z with respect to the emissions.
+    with torch.inference_mode(False), torch.enable_grad():
+        emissions = out.emissions.float().clone().requires_grad_(True)
+        mask = out.mask.clone()
+        log_z = out.crf.log_partition(emissions, mask)
+        (marginals,) = torch.autograd.grad(log_z.sum(), emissions)
+    return marginals.detach()
+
+
+def serve_inputs(body: Any, limits: Mapping[str, int]) -> list[list[str]]:
+    """The sentences of a request to `serve`: {"sentence": "..."} or {"sentences": [...]},
+    each a string (split on whitespace, as predict splits a line) or a list of tokens."""
+    if not isinstance(body, dict) or len(body) != 1 or \
+            not ({"sentence", "sentences"} & set(body)):
+        raise UserError(f"a JSON object with one field, 'sentence' or 'sentences', was "
+                        f"expected; {SENTENCE_FIELDS}")
+    items = [body["sentence"]] if "sentence" in body else body["sentences"]
+    if not isinstance(items, list):
+        raise UserError(f"'sentences' must be a list; {SENTENCE_FIELDS}")
+    if not items:
+        raise UserError(f"'sentences' is empty; {SENTENCE_FIELDS}")
+    if len(items) > limits["max_items"]:
+        raise UserError(f"{len(items)} sentences in one request, more than --max-items "
+                        f"{limits['max_items']}; send them in smaller requests")
+    sentences = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            tokens = item.split()
+        elif isinstance(item, list) and all(isinstance(t, str) and t and not t.isspace()
+                                            for t in item):
+            tokens = list(item)
+        else:
+            raise UserError(f"sentence {i}: a string or a list of non-empty token strings "
+                            f"was expected, not {type(item).__name__}; {SENTENCE_FIELDS}")
+        if not tokens:
+            raise UserError(f"sentence {i}: has no tokens; {SENTENCE_FIELDS}")
+        if len(tokens) > limits["max_tokens"]:
+            raise UserError(f"sentence {i}: {len(tokens):,} tokens, more than --max-tokens "
+                            f"{limits['max_tokens']:,}; split it into sentences")
+        sentences.append(tokens)
+    return sentences
+
+
+SENTENCE_FIELDS = ('send {"sentence": "John lives in New York ."} or {"sentences": [...]} '
+                   '(tokenised text, or lists of tokens)')
 
 
 def format_predictions(rows: list[dict[str, Any]]) -> str:

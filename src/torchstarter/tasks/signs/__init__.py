@@ -8,7 +8,7 @@ data, the network and its loss, augmentation, prediction and dataset building.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 from torchstarter.config import Field, Params
 from torchstarter.engine.evaluation import classification_examples
 from torchstarter.engine.examples import Examples
+from torchstarter.engine.export_spec import ExportSpec
 from torchstarter.engine.losses import ClassificationLoss, balanced_class_weights
 from torchstarter.engine.task import DataInfo, Loss, Metric, Task
 from torchstarter.errors import ParamsError
@@ -24,7 +25,7 @@ from torchstarter.tasks.signs.build import add_build_arguments, summary_lines
 from torchstarter.tasks.signs.build import build_dataset as _build
 from torchstarter.tasks.signs.data import augment, load_split
 from torchstarter.tasks.signs.net import Net, accuracy, loss_fn
-from torchstarter.tasks.signs.predict import predict
+from torchstarter.tasks.signs.predict import export_spec, predict, predict_inputs, serve_inputs
 from torchstarter.tasks.signs.sample_data import write_sample_data
 
 SCHEMA = {
@@ -120,6 +121,19 @@ class SignsTask(Task):
                 device: torch.device, data_info: DataInfo | None) -> list[dict[str, Any]]:
         return predict(model, params, inputs, device)
 
+    def predict_inputs(self, model: torch.nn.Module, params: Params, inputs: list[Any],
+                       device: torch.device, data_info: DataInfo | None
+                       ) -> list[dict[str, Any]]:
+        return predict_inputs(model, params, inputs, device)
+
+    def serve_inputs(self, body: Any, uploads: list[tuple[str, bytes]],
+                     limits: Mapping[str, int], data_info: DataInfo | None) -> list[Any]:
+        return serve_inputs(body, uploads, limits)
+
+    def export_spec(self, model: torch.nn.Module, params: Params,
+                    data_info: DataInfo | None) -> ExportSpec:
+        return export_spec(model, params)
+
     def add_build_arguments(self, parser: argparse._ActionsContainer) -> None:
         add_build_arguments(parser)
 
@@ -140,5 +154,6 @@ TASK = SignsTask()
 __all__ = [
     "DEFAULT_METRIC", "METRICS", "SCHEMA", "add_build_arguments",
     "augment", "build_dataset", "build_model", "demo_inputs", "examples", "load_split",
-    "loss_fn", "predict", "training_loss", "write_sample_data",
+    "export_spec", "loss_fn", "predict", "predict_inputs", "serve_inputs", "training_loss",
+    "write_sample_data",
 ]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import errno
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from torchstarter.config import Params
+from torchstarter.engine.export_spec import ExportSpec
 from torchstarter.errors import UserError
 from torchstarter.tasks.signs.images import (
+    IMAGE_SIZE,
     SUFFIX_LIST,
     is_image_name,
     list_images,
@@ -20,6 +22,7 @@ from torchstarter.tasks.signs.images import (
     resize,
     to_chw_uint8,
 )
+from torchstarter.tasks.vision.shipping import classifier_spec, classify, request_images
 
 PREDICT_HINT = "pass image files or folders of images"
 
@@ -62,18 +65,30 @@ def _is_folder(path: Path) -> bool:
         raise UserError(f"{path}: cannot be read ({exc.strerror}); {PREDICT_HINT}") from None
 
 
-@torch.inference_mode()
 def predict(model: torch.nn.Module, params: Params, inputs: list[str], device: torch.device
             ) -> list[dict[str, Any]]:
     """Class probabilities per image, decoded and resized the way build-dataset does it."""
     files = expand_inputs(inputs)
-    images = np.stack([to_chw_uint8(resize(open_rgb(f))) for f in files])
-    model.eval()
-    rows = []
-    for start in range(0, len(files), params.batch_size):
-        batch = torch.from_numpy(images[start:start + params.batch_size]).to(device)
-        probs = torch.softmax(model(batch).float(), dim=1).cpu()
-        for path, p in zip(files[start:start + params.batch_size], probs, strict=True):
-            rows.append({"file": str(path), "label": int(p.argmax()),
-                         "probabilities": {str(c): round(float(v), 4) for c, v in enumerate(p)}})
-    return rows
+    images = [to_chw_uint8(resize(open_rgb(f))) for f in files]
+    return classify(model, images, [str(f) for f in files], list(range(params.num_classes)),
+                    params.batch_size, device)
+
+
+def predict_inputs(model: torch.nn.Module, params: Params, inputs: list[tuple[str, Any]],
+                   device: torch.device) -> list[dict[str, Any]]:
+    """predict's rows for images a request to `serve` brought (serve_inputs)."""
+    return classify(model, [image for _, image in inputs], [name for name, _ in inputs],
+                    list(range(params.num_classes)), params.batch_size, device)
+
+
+def serve_inputs(body: Any, uploads: list[tuple[str, bytes]], limits: Mapping[str, int]
+                 ) -> list[tuple[str, Any]]:
+    return request_images(body, uploads, limits, resize)
+
+
+def export_spec(model: torch.nn.Module, params: Params) -> ExportSpec:
+    return classifier_spec(model, IMAGE_SIZE, list(range(params.num_classes)), {
+        "decode": "any image file, turned upright by its EXIF orientation, as 8-bit RGB "
+                  "(transparent pixels laid on white)",
+        "resize": {"size": [IMAGE_SIZE, IMAGE_SIZE], "how": "stretch", "filter": "lanczos"},
+        "scale": "none outside the graph: it divides by 255 itself"})

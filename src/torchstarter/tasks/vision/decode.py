@@ -8,6 +8,7 @@ predict accept the same files and turn them into the same pixels.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import struct
 import warnings
@@ -73,8 +74,12 @@ def _too_large(path: Path, pixels: int | None, size: tuple[int, int] | None = No
                      f"it below {limit:,} pixels or remove it")
 
 
-def open_rgb(path: Path, modes: Counter[str] | None = None) -> Image.Image:
+def open_rgb(path: Path, modes: Counter[str] | None = None, data: bytes | None = None
+             ) -> Image.Image:
     """Decode an image upright (EXIF orientation applied) as 8-bit RGB (see `to_rgb`).
+
+    `data`, when given, holds the file's bytes (an upload to `serve`) and `path` only
+    names it in messages, so an upload meets the same checks as a file.
 
     An image above `pixel_limit()` is refused from its header, before decoding, in one
     line; Pillow's DecompressionBombWarning becomes that same refusal instead of a
@@ -85,12 +90,12 @@ def open_rgb(path: Path, modes: Counter[str] | None = None) -> Image.Image:
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        if (len(data) if data is not None else path.stat().st_size) == 0:
             raise UserError(f"{path}: empty file, not an image; remove or replace the file")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
             warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path if data is None else io.BytesIO(data)) as img:
                 width, height = img.size
                 if width * height > pixel_limit():
                     raise _too_large(path, width * height, img.size)
