@@ -59,3 +59,17 @@ def make_experiment(tmp_path):
         (model_dir / "params.json").write_text(json.dumps({**TINY, **params}))
         return model_dir
     return make
+
+
+@pytest.fixture(scope="session")
+def shipped(tmp_path_factory):
+    """task name -> a small trained model of it (tests/shipping.py), trained on first use."""
+    from shipping import train_tiny
+
+    models = {}
+
+    def get(task: str):
+        if task not in models:
+            models[task] = train_tiny(task, tmp_path_factory.mktemp(f"shipped_{task}"))
+        return models[task]
+    return get

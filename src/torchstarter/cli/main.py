@@ -19,7 +19,15 @@ from typing import Any
 from tabulate import tabulate
 
 from torchstarter import __version__
-from torchstarter.cli import compare, export, lr_find, new_project, search, synthesize
+from torchstarter.cli import (
+    compare,
+    export,
+    lr_find,
+    new_project,
+    search,
+    serve,
+    synthesize,
+)
 from torchstarter.cli.flags import OneLineParser, flag, restore_flag, set_flag
 from torchstarter.engine.interrupt import StopRequested
 from torchstarter.errors import UserError
@@ -27,7 +35,8 @@ from torchstarter.utils.folders import creatable_folder
 
 # Subcommands that live in their own module: each has add_parser(sub) and run(args) -> int.
 PLUGGED_COMMANDS = {"search": search, "synthesize": synthesize, "compare": compare,
-                    "new": new_project, "lr-find": lr_find, "export": export}
+                    "new": new_project, "lr-find": lr_find, "export": export,
+                    "serve": serve}
 
 
 def _task_in(argv: Sequence[str], default: str) -> str:

@@ -116,6 +116,7 @@ class Task:
     schema: Mapping[str, Field] = {}  # the task's own params keys (engine keys are shared)
     metrics: Mapping[str, Metric] = {}  # computed on train and val every epoch
     default_metric: str = "loss"  # "loss" or a key of metrics: selects best.pt
+    serves: str = ""  # "text" or "image": the input `serve`'s web page offers (both if "")
 
     # ---- required -------------------------------------------------------------------------
     def load_split(self, params: Params, data_dir: Path, split: str,

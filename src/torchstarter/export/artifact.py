@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ def export_model(model_dir: Path, data_dir: Path, restore: str = "best", fmt: st
                  split: str = "val", overwrite: bool = False) -> tuple[Path, dict[str, Any]]:
     """Write the artifact and its JSON; return the artifact's path and the JSON."""
     tolerance = DEFAULT_TOLERANCE["float32"] if tolerance is None else tolerance
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", split):
+        raise UserError(f"--split {split!r}: a split name such as val or test, not a path")
     if not tolerance >= 0:
         raise UserError(f"--tolerance {tolerance}: must be a number >= 0")
     out = Path(output) if output is not None else default_output(model_dir, restore, fmt)

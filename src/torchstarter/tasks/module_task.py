@@ -2,6 +2,7 @@
 
 The module defines, at module level:
   SCHEMA, METRICS, DEFAULT_METRIC           the attributes schema, metrics, default_metric
+  SERVES                                    optional: the attribute serves ("text", "image")
   load_split, build_model, loss_fn          required (loss_fn is Task.loss)
   describe_data, initialize_model, augment, training_loss, configure_optimizer,
   evaluation_report, examples, predict, format_predictions, predict_inputs,
@@ -65,6 +66,7 @@ class ModuleTask(Task):
             raise UserError(f"{where} lacks {', '.join(missing)} ({shapes}); see "
                             f"torchstarter.engine.task for what a task defines")
         self.schema, self.default_metric = module.SCHEMA, module.DEFAULT_METRIC
+        self.serves = getattr(module, "SERVES", "")
         self.metrics = as_metrics(module.METRICS)
         self._hooks: dict[str, Callable[..., Any]] = {}
         for part in (*REQUIRED[3:], *OPTIONAL):

@@ -101,6 +101,7 @@ class ImagesTask(Task):
     schema = SCHEMA
     metrics = METRICS
     default_metric = DEFAULT_METRIC
+    serves = "image"
 
     def describe_data(self, params: Params, data_dir: Path) -> DataInfo:
         return describe_data(data_dir)

@@ -220,6 +220,7 @@ class NerTask(Task):
     schema = SCHEMA
     metrics = METRICS
     default_metric = DEFAULT_METRIC
+    serves = "text"
 
     def describe_data(self, params: Params, data_dir: Path) -> DataInfo:
         return describe_data(params, data_dir)

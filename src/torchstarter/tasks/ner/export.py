@@ -20,7 +20,16 @@ from torch._higher_order_ops.scan import scan
 from torchstarter.config import Params
 from torchstarter.engine.export_spec import ExportSpec
 from torchstarter.engine.task import DataInfo
-from torchstarter.tasks.ner.data import MAX_WORD_CHARS, UNK_ID, option
+from torchstarter.tasks.ner.data import (
+    CASE_DIGIT,
+    CASE_LOWER,
+    CASE_OTHER,
+    CASE_TITLE,
+    CASE_UPPER,
+    MAX_WORD_CHARS,
+    UNK_ID,
+    option,
+)
 from torchstarter.tasks.ner.net import Tagger
 
 
@@ -182,12 +191,17 @@ def _metadata(params: Params, data_info: DataInfo, with_chars: bool, with_cases:
         "tokens": "split the sentence on whitespace; give it tokenised ('New York .')",
         "word_lookup": ("the token lowercased" if lowercase else
                         "the token as written, then lowercased if absent" if lower_fallback
-                        else "the token as written") + f"; absent: index {UNK_ID}",
+                        else "the token as written") + f"; absent (or the token '<pad>'): index {UNK_ID}",
         "words": data_info["words"],
         "chars": data_info["chars"] if with_chars else [],
-        "case_shapes": ({"1": "holds a digit", "2": "all lowercase", "3": "ALL UPPERCASE "
-                         "(2+ letters)", "4": "Title or a single capital", "5": "other "
-                         "(mixed case, no letters)"} if with_cases else {}),
+        "case_shapes": ({
+            str(CASE_DIGIT): "holds a digit (checked first)",
+            str(CASE_LOWER): "its cased letters all lowercase",
+            str(CASE_UPPER): "its cased letters all uppercase, two or more of them",
+            str(CASE_TITLE): "one uppercase letter then only lowercase ones (or a single "
+                             "capital)",
+            str(CASE_OTHER): "anything else: mixed case, or no cased letter at all",
+        } if with_cases else {}),
         "case_features": bool(option(params, "case_features")),
         "tags": data_info["tags"],
         "entities": "BIO tags: a span starts at B-X (or I-X after another type or O) and "

@@ -94,6 +94,7 @@ class SignsTask(Task):
     schema = SCHEMA
     metrics = METRICS
     default_metric = DEFAULT_METRIC
+    serves = "image"
 
     def load_split(self, params: Params, data_dir: Path, split: str,
                    data_info: DataInfo | None) -> Any:
