@@ -1,0 +1,190 @@
+"""`torchstarter serve` as a user runs it: a subprocess on a loopback port, many clients at
+once, hostile requests; every answer checked against `predict`."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from PIL import Image
+
+from serving import Server, multipart
+from test_cli_end_to_end import cli
+
+pytest.importorskip("aiohttp", reason="serve needs aiohttp (pip install -e '.[dev]')")
+
+SENTENCES = ["John Smith lives in New York .", "Mary went to Berlin on Monday .", "Hello",
+             "The UN said 25 people died in IRAQ and Syria last week .",
+             "Apple and Microsoft shares rose 3 percent .", "Paris", "a b c d e f g h i j",
+             "Prime Minister Tony Blair spoke in London ."]
+
+
+def same_rows(got: list[dict], expected: list[dict]) -> None:
+    """Equal but for the 4th decimal of a probability: a batch of other inputs may sum in
+    another order."""
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        assert {k: v for k, v in g.items() if k != "probabilities"} == \
+            {k: v for k, v in e.items() if k != "probabilities"}
+        gp, ep = g["probabilities"], e["probabilities"]
+        pairs = zip(gp, ep, strict=True) if isinstance(gp, list) else \
+            ((gp[k], ep[k]) for k in ep)
+        assert all(abs(a - b) <= 2e-4 for a, b in pairs)
+
+
+def test_concurrent_sentences_get_exactly_predicts_rows(shipped):
+    model = shipped("ner")
+    expected = json.loads(cli("predict", "--model-dir", model.model_dir, "--json",
+                              *SENTENCES).stdout)
+    with Server(model.model_dir, "--max-batch", "8", "--max-wait-ms", "20") as server:
+        jobs = [{"sentence": s} for s in SENTENCES] * 4 + [{"sentences": SENTENCES}] * 3 + \
+            [{"sentences": [s.split() for s in SENTENCES[:3]]}]
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(server.post, jobs))
+        for job, (status, rows) in zip(jobs, answers, strict=True):
+            assert status == 200, rows
+            if "sentence" in job:
+                want = [expected[SENTENCES.index(job["sentence"])]]
+            else:
+                want = expected[:len(job["sentences"])]
+            same_rows(rows, want)
+        status, health = server.request("health")
+        assert status == 200 and health["task"] == "ner"
+        assert health["batching"]["inputs"] == 4 * 8 + 3 * 8 + 3
+        assert health["batching"]["batches"] < len(jobs)  # requests did share batches
+
+
+def test_concurrent_images_base64_and_uploads_get_predicts_rows(shipped):
+    model = shipped("images")
+    files = sorted((model.raw_dir / "test").rglob("*.png"))[::9][:6]
+    expected = {f.name: row for f, row in zip(files, json.loads(cli(
+        "predict", "--model-dir", model.model_dir, "--json", *files).stdout), strict=True)}
+    with Server(model.model_dir) as server:
+        def send(i: int) -> tuple[str, tuple[int, list]]:
+            f = files[i % len(files)]
+            if i % 2:
+                body, kind = multipart([(f.name, f.read_bytes())])
+                return f.name, server.request("predict", body, kind)
+            return f.name, server.post({"image": base64.b64encode(f.read_bytes()).decode()})
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(send, range(24)))
+    for name, (status, rows) in answers:
+        assert status == 200, rows
+        want = dict(expected[name])
+        want["file"] = rows[0]["file"]  # an upload is named by its file name, base64 by index
+        same_rows(rows, [want])
+        assert rows[0]["file"] in (name, "image 0")
+
+
+def test_batching_joins_requests_that_arrive_together_and_max_batch_1_does_not(shipped):
+    model = shipped("ner")
+    for flags, joined in ((["--max-batch", "16", "--max-wait-ms", "300"], True),
+                          (["--max-batch", "1"], False)):
+        with Server(model.model_dir, *flags) as server, ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(server.post, [{"sentence": "John went home ."}] * 16))
+            assert all(status == 200 for status, _ in answers)
+            batching = server.request("health")[1]["batching"]
+        assert batching["inputs"] == 16
+        if joined:
+            assert batching["largest_batch"] > 1 and batching["batches"] < 16
+        else:
+            assert batching["largest_batch"] == 1 and batching["batches"] == 16
+
+
+def png(size: tuple[int, int], mode: str = "RGB") -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size).save(out, "PNG")
+    return out.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+NER_BAD = [  # (body, content type, status, words of the one-line error)
+    (b"{\"sentence\": ", "application/json", 400, "not valid JSON"),
+    (b"\xff\xfe{}", "application/json", 400, "not valid JSON"),
+    (b"[" * 100_000, "application/json", 400, "not valid JSON"),
+    (b"{\"text\": \"John\"}", "application/json", 400, "one field, 'sentence' or 'sentences'"),
+    (b"{\"sentence\": 42}", "application/json", 400, "a string or a list"),
+    (b"{\"sentences\": []}", "application/json", 400, "'sentences' is empty"),
+    (b"{\"sentence\": \"   \"}", "application/json", 400, "has no tokens"),
+    (json.dumps({"sentence": " ".join(["w"] * 100_000)}).encode(), "application/json", 400,
+     "100,000 tokens, more than --max-tokens 1,000"),
+    (json.dumps({"sentences": ["a"] * 65}).encode(), "application/json", 400,
+     "more than --max-items 64"),
+    (b"x" * (2 * 1024 * 1024), "application/json", 413, "over the limit of 1,048,576 bytes"),
+    (b"sentence=John", "application/x-www-form-urlencoded", 400, "send application/json"),
+]
+IMAGE_BAD = [
+    ({"image": b64(b"hello, not an image")}, 400, "not a readable image"),
+    ({"image": "%%% not base64 %%%"}, 400, "not valid base64"),
+    ({"image": b64(png((8000, 8000), "1"))}, 400, "image is too large (8000x8000"),
+    ({"images": []}, 400, "no image in the request"),
+    ({"images": "abc"}, 400, "must be a list"),
+    ({"image": 7}, 400, "a base64 string was expected"),
+    ({"picture": "abc"}, 400, "one field, 'image' or 'images'"),
+]
+
+
+def test_bad_requests_get_a_4xx_with_one_line_of_json_and_the_server_goes_on(shipped):
+    ner = shipped("ner")
+    with Server(ner.model_dir, "--max-body-mb", "1") as server:
+        for body, kind, status, words in NER_BAD:
+            got, answer = server.request("predict", body, kind)
+            assert (got, list(answer)) == (status, ["error"]), (body[:40], answer)
+            assert words in answer["error"] and "\n" not in answer["error"], answer
+        assert server.request("nowhere")[0] == 404
+        assert server.request("predict")[0] == 405  # a GET
+        assert server.post({"sentence": "John lives here ."})[0] == 200
+        code, stderr = server.stop()
+    assert code == 0 and "Traceback" not in stderr
+
+    images = shipped("images")
+    with Server(images.model_dir) as server:
+        for payload, status, words in IMAGE_BAD:
+            got, answer = server.post(payload)
+            assert got == status and words in answer["error"], answer
+        body, kind = multipart([("notes.txt", b"plain text")])
+        got, answer = server.request("predict", body, kind)
+        assert got == 400 and "upload 0" not in answer["error"] and "notes.txt" in \
+            answer["error"]
+        empty_form = b"--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--b--\r\n"
+        got, answer = server.request("predict", empty_form, "multipart/form-data; boundary=b")
+        assert got == 400 and "without a file" in answer["error"]
+        assert server.post({"image": b64(png((64, 64)))})[0] == 200
+        code, stderr = server.stop()
+    assert code == 0 and "Traceback" not in stderr
+
+
+def test_a_model_that_cannot_load_or_a_taken_port_is_one_line_and_exit_2(shipped, tmp_path):
+    missing = cli("serve", "--model-dir", tmp_path / "nothing", check=False)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "best.pt").write_bytes(b"not a checkpoint")
+    result = cli("serve", "--model-dir", broken, check=False)
+    assert result.returncode == 2 and "best.pt" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    bad = cli("serve", "--model-dir", broken, "--max-batch", "0", check=False)
+    assert bad.returncode == 2 and "--max-batch 0: must be at least 1" in bad.stderr
+    model = shipped("ner")
+    with Server(model.model_dir) as server:
+        port = server.url.rstrip("/").rsplit(":", 1)[1]
+        taken = cli("serve", "--model-dir", model.model_dir, "--port", port, check=False)
+    assert taken.returncode == 2 and "the port is in use" in taken.stderr
+    assert taken.stderr.count("\n") == 1
+
+
+def test_the_page_is_served_whole_with_nothing_from_another_host(shipped):
+    with Server(shipped("ner").model_dir) as server:
+        html = __import__("urllib.request").request.urlopen(server.url).read().decode()
+        status, info = server.request("info")
+    assert "<script>" in html and "fetch(\"predict\"" in html
+    assert "http://" not in html and "https://" not in html and "src=\"//" not in html
+    assert status == 200 and info["kind"] == "text" and info["labels"][0] == "O"
+    assert info["limits"]["max_tokens"] == 1000
