@@ -23,10 +23,12 @@ from pathlib import Path
 
 import pytest
 import test_disk_errors
+import test_export
 import test_hostile_inputs
 import test_images_task
 import test_ner_embeddings
 import test_ner_kept_splits
+import test_serve
 import torch
 from conftest import REPO, TINY
 from hypothesis import given, settings
@@ -1032,7 +1034,8 @@ def doc_rows() -> dict[str, dict[str, str]]:
 
 # Rows proven by tests in other modules, each of which lists its rows in ROWS.
 OTHER_ROWS = {**test_disk_errors.ROWS, **test_hostile_inputs.ROWS, **test_images_task.ROWS,
-              **test_ner_kept_splits.ROWS, **test_ner_embeddings.ROWS}
+              **test_ner_kept_splits.ROWS, **test_ner_embeddings.ROWS, **test_export.ROWS,
+              **test_serve.ROWS}
 
 
 def test_every_row_of_the_errors_doc_has_a_test_and_every_test_a_row():

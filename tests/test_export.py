@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 import torch
-
 from test_cli_end_to_end import cli
+
 from torchstarter.errors import UserError
 from torchstarter.export import artifact
 from torchstarter.export.formats import FORMATS, Format
@@ -156,7 +156,7 @@ def test_a_failed_parity_check_keeps_nothing_it_wrote_and_the_old_export(shipped
     assert {p.name: p.read_bytes() for p in out.parent.iterdir()} == before  # no temp left
     fine, meta = artifact.export_model(model.model_dir, model.data_dir, fmt="onnx",
                                        output=out, overwrite=True, tolerance=0.02)
-    assert meta["parity"]["tolerance"] == 0.02 and 0.009 < meta["parity"]["max_abs_diff"]
+    assert meta["parity"]["tolerance"] == 0.02 and meta["parity"]["max_abs_diff"] > 0.009
 
 
 def test_export_mistakes_are_one_line_and_touch_nothing(shipped, tmp_path):
@@ -186,3 +186,13 @@ def test_a_task_without_export_spec_is_told_which_hook_to_write():
 
     with pytest.raises(UserError, match="has no export_spec"):
         Task().export_spec(torch.nn.Linear(1, 1), None, None)
+
+
+# The rows of docs/errors.md these tests prove (test_bad_input checks the table).
+ROWS = {
+    "export-exists": ("export", "exists; pass --overwrite to replace it",
+                      [test_export_mistakes_are_one_line_and_touch_nothing]),
+    "export-parity-failed": ("export", "not written: the onnx artifact differs from the "
+                             "eager model", [
+                                 test_a_failed_parity_check_keeps_nothing_it_wrote_and_the_old_export]),
+}

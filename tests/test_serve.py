@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
-
 from serving import Server, multipart
 from test_cli_end_to_end import cli
 
@@ -188,3 +187,36 @@ def test_the_page_is_served_whole_with_nothing_from_another_host(shipped):
     assert "http://" not in html and "https://" not in html and "src=\"//" not in html
     assert status == 200 and info["kind"] == "text" and info["labels"][0] == "O"
     assert info["limits"]["max_tokens"] == 1000
+
+
+def test_the_serving_page_shows_requests_the_server_takes_and_its_real_flags(shipped):
+    """docs/serving.md: each JSON body of its curl lines gets a 200, and its flag table
+    lists exactly serve's flags with their defaults."""
+    import re
+    from pathlib import Path
+
+    from torchstarter.cli.main import build_parser
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text()
+    bodies = [json.loads(b) for b in re.findall(r"-d '(\{.*?\})'", page)]
+    assert len(bodies) >= 2
+    with Server(shipped("ner").model_dir) as server:
+        for body in bodies:
+            status, rows = server.post(body)
+            assert status == 200 and rows, (body, rows)
+    table = dict(re.findall(r"^\| `(--[a-z-]+)` \| `([^`]*)` \|", page, re.MULTILINE))
+    serve = next(a for a in build_parser()._subparsers._group_actions[0].choices.items()
+                 if a[0] == "serve")[1]
+    flags = {a.option_strings[0]: a.default for a in serve._actions
+             if a.option_strings and a.option_strings[0] not in ("-h", "--model-dir")}
+    assert set(table) == set(flags)
+    for name, default in flags.items():
+        assert table[name] == (f"{default:g}" if isinstance(default, float) else
+                               str(default)), name
+
+
+# The rows of docs/errors.md these tests prove (test_bad_input checks the table).
+ROWS = {
+    "serve-port-in-use": ("serve", "the port is in use; pick another --port", [
+        test_a_model_that_cannot_load_or_a_taken_port_is_one_line_and_exit_2]),
+}

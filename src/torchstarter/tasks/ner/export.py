@@ -191,7 +191,8 @@ def _metadata(params: Params, data_info: DataInfo, with_chars: bool, with_cases:
         "tokens": "split the sentence on whitespace; give it tokenised ('New York .')",
         "word_lookup": ("the token lowercased" if lowercase else
                         "the token as written, then lowercased if absent" if lower_fallback
-                        else "the token as written") + f"; absent (or the token '<pad>'): index {UNK_ID}",
+                        else "the token as written")
+        + f"; absent (or the token '<pad>'): index {UNK_ID}",
         "words": data_info["words"],
         "chars": data_info["chars"] if with_chars else [],
         "case_shapes": ({
