@@ -8,7 +8,6 @@ import os
 import shutil
 
 import pytest
-
 from serving import Server
 from test_cli_end_to_end import cli
 
