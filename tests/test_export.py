@@ -181,6 +181,27 @@ def test_export_mistakes_are_one_line_and_touch_nothing(shipped, tmp_path):
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
 
 
+def test_two_exports_to_one_file_take_turns_and_the_second_is_told_it_exists(shipped,
+                                                                            tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = shipped("signs")
+    out = tmp_path / "same.pt2"
+
+    def export(_: int) -> str:
+        try:
+            artifact.export_model(model.model_dir, model.data_dir, fmt="torch-export",
+                                  output=out)
+            return "written"
+        except UserError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = sorted(pool.map(export, range(2)))
+    assert results[1] == "written" and "same.pt2: exists; pass --overwrite" in results[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["same.pt2", "same.pt2.json"]
+
+
 def test_a_task_without_export_spec_is_told_which_hook_to_write():
     from torchstarter.engine.task import Task
 

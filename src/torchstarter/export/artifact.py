@@ -19,13 +19,15 @@ import torch
 
 from torchstarter import __version__
 from torchstarter.engine.batching import batch_groups, iterate_groups
+from torchstarter.engine.export_spec import ExportSpec
 from torchstarter.errors import UserError
 from torchstarter.experiment import files
-from torchstarter.experiment.evaluation import file_sha256, load_trained
+from torchstarter.experiment.evaluation import Trained, file_sha256, load_trained
 from torchstarter.experiment.training import load_splits
 from torchstarter.export.formats import FORMATS, ONNX_OPSET
 from torchstarter.export.parity import compare
 from torchstarter.utils.atomic import disk_errors_as_user_errors, new_temp_file, write_json
+from torchstarter.utils.folders import take_turns
 
 # Largest |artifact - eager| accepted on the scores (logits, emissions) by default, per
 # precision. float32 runtimes differ in summation order only: measured gaps are 1e-7 to
@@ -60,19 +62,35 @@ def export_model(model_dir: Path, data_dir: Path, restore: str = "best", fmt: st
     if not tolerance >= 0:
         raise UserError(f"--tolerance {tolerance}: must be a number >= 0")
     out = Path(output) if output is not None else default_output(model_dir, restore, fmt)
-    meta_out = metadata_path(out)
-    for path in (out, meta_out):
-        if path.is_dir():
-            raise UserError(f"{path}: is a folder; give --output a file name")
-        if path.exists() and not overwrite:
-            raise UserError(f"{path}: exists; pass --overwrite to replace it (the old "
-                            f"export stays until the new one has passed its check)")
+    _refuse_existing(out, overwrite)
     trained = load_trained(model_dir, restore, {"device": "cpu"})
     task, params = trained.task, trained.params
     spec = task.export_spec(trained.model, params, trained.data_info)
     data = load_splits(task, params, data_dir, (split,), trained.data_info)[split]
     with disk_errors_as_user_errors(out):
         out.parent.mkdir(parents=True, exist_ok=True)
+        # Two exports to one file take turns; the second then finds the first's file.
+        with take_turns(out.parent / f".{out.name[:60]}.lock"):
+            _refuse_existing(out, overwrite)
+            return _write_checked(out, spec, fmt, data, trained, model_dir, restore,
+                                  tolerance, split)
+
+
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    for path in (out, metadata_path(out)):
+        if path.is_dir():
+            raise UserError(f"{path}: is a folder; give --output a file name")
+        if path.exists() and not overwrite:
+            raise UserError(f"{path}: exists; pass --overwrite to replace it (the old "
+                            f"export stays until the new one has passed its check)")
+
+
+def _write_checked(out: Path, spec: ExportSpec, fmt: str, data: Any, trained: Trained,
+                   model_dir: Path,
+                   restore: str, tolerance: float, split: str
+                   ) -> tuple[Path, dict[str, Any]]:
+    task, params = trained.task, trained.params
+    meta_out = metadata_path(out)
     temps: list[str] = []
     try:
         with disk_errors_as_user_errors(out):

@@ -36,7 +36,7 @@ def _replace_folder(given: Path, fill: Callable[[Path], T], overwrite: bool,
     out.parent.mkdir(parents=True, exist_ok=True)
     # Two commands writing one output folder take turns: the second looks again once the
     # first is done, and then finds a folder that needs --overwrite, in one line.
-    with _turn(out.parent / f".{out.name[:NAME_KEPT]}.lock"):
+    with take_turns(out.parent / f".{out.name[:NAME_KEPT]}.lock"):
         held = _existing(given, out, overwrite, mark)
         tmp = new_temp_folder(out.parent, f".{out.name[:NAME_KEPT]}.", ".new")
         try:
@@ -76,7 +76,7 @@ def _existing(given: Path, out: Path, overwrite: bool, mark: str | None) -> list
 
 
 @contextlib.contextmanager
-def _turn(path: Path) -> Iterator[None]:
+def take_turns(path: Path) -> Iterator[None]:
     """Hold the lock file `path` (removed afterwards); without flock (some network mounts)
     go on unlocked, as before."""
     lock = FileLock(path, remove_on_release=True)
