@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import keyword
@@ -19,6 +20,7 @@ from test_third_task import torchstarter_env
 
 from torchstarter.cli.main import main
 from torchstarter.errors import UserError
+from torchstarter.experiment.evaluation import load_trained
 from torchstarter.experiment.training import train
 from torchstarter.scaffold import blueprints, create_project, project_name
 from torchstarter.scaffold.templates.signs import net as signs_template_net
@@ -70,6 +72,24 @@ def test_a_new_project_trains_evaluates_and_predicts_without_any_edit(tmp_path, 
     assert len(json.loads((model_dir / "history.json").read_text())) == 1
     test = json.loads((model_dir / "metrics_test_best.json").read_text())
     assert test["examples"] > 0 and 0 <= test["accuracy"] <= 1
+
+    # The project's own network ships too: export checks it against the eager model, and
+    # serve's hooks answer a request (the template inherits them from the built-in task).
+    train_words = shlex.split(next(c for c in bash_commands((project / "README.md")
+                                                             .read_text()) if " train " in c))
+    data_dir = train_words[train_words.index("--data-dir") + 1]
+    assert main(["export", "--model-dir", str(model_dir), "--data-dir", data_dir,
+                 "--format", "torch-export"]) == 0
+    assert (model_dir / "export/best.pt2.json").is_file()
+    trained = load_trained(model_dir)
+    body = {"sentence": "John lives in Paris ."} if template == "ner" else \
+        {"image": base64.b64encode(next(f for f in sorted(Path(data_dir).rglob("*"))
+                                        if f.suffix in (".png", ".jpg")).read_bytes()).decode()}
+    inputs = trained.task.serve_inputs(body, [], {"max_items": 4, "max_tokens": 50},
+                                       trained.data_info)
+    rows = trained.task.predict_inputs(trained.model, trained.params, inputs, trained.device,
+                                       trained.data_info)
+    assert len(rows) == 1 and "probabilities" in rows[0]
 
 
 def test_new_refuses_a_folder_that_is_not_empty(tmp_path, capsys):

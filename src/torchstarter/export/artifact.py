@@ -112,8 +112,9 @@ def _write_checked(out: Path, spec: ExportSpec, fmt: str, data: Any, trained: Tr
             raise CheckFailed(
                 f"{out}: not written: the {fmt} artifact differs from the eager model on "
                 f"{split} by up to {parity['max_abs_diff']:.3g} (tolerance {tolerance:g}; "
-                f"{parity['identical_predictions']:.2%} of predictions identical); report "
-                f"it, or pass a larger --tolerance if that gap is acceptable to you")
+                f"{parity['identical_predictions']:.2%} of predictions identical); if your "
+                f"task changed the network, its export_spec must follow it; else report it, "
+                f"or pass a larger --tolerance if that gap is acceptable to you")
         weights = files.checkpoint_path(model_dir, restore)
         meta = {
             "format": fmt, "file": out.name, "bytes": os.path.getsize(artifact),

@@ -20,6 +20,7 @@ from torch._higher_order_ops.scan import scan
 from torchstarter.config import Params
 from torchstarter.engine.export_spec import ExportSpec
 from torchstarter.engine.task import DataInfo
+from torchstarter.errors import UserError
 from torchstarter.tasks.ner.data import (
     CASE_DIGIT,
     CASE_LOWER,
@@ -92,7 +93,8 @@ class ExportedTagger(nn.Module):
 
     Holds the trained Tagger and reads its weights; `chars` and `cases` are ignored when
     the tagger has no character CNN or case features (they stay inputs, so every tagger
-    has the same signature).
+    has the same signature). A project's own tagger (torchstarter new --from ner) may
+    leave out the optional layers: absent means off.
     """
 
     def __init__(self, tagger: Tagger):
@@ -103,11 +105,11 @@ class ExportedTagger(nn.Module):
                 ) -> tuple[Tensor, Tensor]:
         t = self.tagger
         x = t.embedding(words)
-        if t.char_embedding is not None:
+        if getattr(t, "char_embedding", None) is not None:
             b, s, w = chars.shape
             c = t.char_embedding(chars.reshape(b * s, w)).transpose(1, 2)
             x = torch.cat([x, F.relu(t.char_conv(c)).amax(dim=2).reshape(b, s, -1)], dim=-1)
-        if t.case_embedding is not None:
+        if getattr(t, "case_embedding", None) is not None:
             x = torch.cat([x, t.case_embedding(cases)], dim=-1)
         x = x.float()
         lstm = t.lstm
@@ -123,16 +125,28 @@ class ExportedTagger(nn.Module):
         emissions = t.fc(x)
         steps = torch.arange(words.shape[1], device=words.device)
         real = steps[None, :] < lengths[:, None]
-        if t.crf is None:
+        crf = getattr(t, "crf", None)
+        if crf is None:
             return emissions, emissions.argmax(-1).masked_fill(~real, -1)
-        crf = t.crf
         return emissions, viterbi(emissions, lengths, crf.transitions, crf.start, crf.end)
 
 
 def export_spec(model: Tagger, params: Params, data_info: DataInfo) -> ExportSpec:
+    """The tagger of tasks/ner/net.py (or a project's copy of it) in exportable form."""
+    layers = {"embedding": nn.Embedding, "lstm": nn.LSTM, "fc": nn.Linear}
+    for name, kind in layers.items():
+        if not isinstance(getattr(model, name, None), kind):
+            raise UserError(f"the NER export reads the tagger's embedding, lstm and fc layers "
+                            f"(as torchstarter/tasks/ner/net.py names them), and this model "
+                            f"has no {kind.__name__} '{name}'; give your task its own "
+                            f"export_spec (see torchstarter.engine.export_spec)")
+    if not model.lstm.batch_first or model.lstm.proj_size or not model.lstm.bias:
+        raise UserError("the NER export runs batch_first LSTMs with biases and without "
+                        "projections; give "
+                        "your task its own export_spec (see torchstarter.engine.export_spec)")
     model = model.eval()
-    with_chars = model.char_embedding is not None
-    with_cases = model.case_embedding is not None
+    with_chars = getattr(model, "char_embedding", None) is not None
+    with_cases = getattr(model, "case_embedding", None) is not None
 
     def feed(batch: dict[str, Tensor]) -> dict[str, Tensor]:
         words = batch["words"].cpu()
@@ -158,7 +172,7 @@ def export_spec(model: Tagger, params: Params, data_info: DataInfo) -> ExportSpe
                 "cases": {0: "batch", 1: "length"}, "lengths": {0: "batch"}},
         example=example, outputs=("emissions", "tags"), feed=feed, reference=reference,
         metadata=_metadata(params, data_info, with_chars, with_cases, width, len(tags),
-                           model.crf is not None))
+                           getattr(model, "crf", None) is not None))
 
 
 def _metadata(params: Params, data_info: DataInfo, with_chars: bool, with_cases: bool,
