@@ -389,3 +389,13 @@ ROWS = {row: ("build-dataset", says,
             "images-csv-path-outside": "points outside",
             "images-csv-path-missing": "no such image file",
             "images-not-readable": "not a readable image"}.items()}
+
+
+def test_16_bit_pixels_scale_to_the_same_bytes_in_float32_as_in_float64():
+    """to_rgb divides 16-bit values by 257 in float32 (half the memory of float64 on a
+    large picture): every one of the 65,536 values rounds to the same byte either way."""
+    from torchstarter.tasks.vision.decode import to_rgb
+
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    got = np.asarray(to_rgb(Image.fromarray(values)))[:, :, 0]  # Pillow: mode I;16
+    assert np.array_equal(got, np.rint(values.astype(np.float64) / 257).astype(np.uint8))

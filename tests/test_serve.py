@@ -106,10 +106,10 @@ def b64(data: bytes) -> str:
 
 NER_BAD = [  # (body, content type, status, words of the one-line error)
     (b"{\"sentence\": ", "application/json", 400, "not valid JSON"),
-    (b"\xff\xfe{}", "application/json", 400, "not valid JSON"),
+    (b"\xff\xfe{}", "application/json", 400, "the body is not UTF-8 (byte 0)"),
     (b"[" * 100_000, "application/json", 400, "not valid JSON"),
     (b"{\"text\": \"John\"}", "application/json", 400, "one field, 'sentence' or 'sentences'"),
-    (b"{\"sentence\": 42}", "application/json", 400, "a string or a list"),
+    (b"{\"sentence\": 42}", "application/json", 400, "a string or a list of tokens"),
     (b"{\"sentences\": []}", "application/json", 400, "'sentences' is empty"),
     (b"{\"sentence\": \"   \"}", "application/json", 400, "has no tokens"),
     (json.dumps({"sentence": " ".join(["w"] * 100_000)}).encode(), "application/json", 400,
@@ -170,7 +170,7 @@ def test_a_model_that_cannot_load_or_a_taken_port_is_one_line_and_exit_2(shipped
     assert result.returncode == 2 and "best.pt" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     bad = cli("serve", "--model-dir", broken, "--max-batch", "0", check=False)
-    assert bad.returncode == 2 and "--max-batch 0: must be at least 1" in bad.stderr
+    assert bad.returncode == 2 and "--max-batch 0: must be between 1 and 4096" in bad.stderr
     model = shipped("ner")
     with Server(model.model_dir) as server:
         port = server.url.rstrip("/").rsplit(":", 1)[1]
@@ -220,3 +220,111 @@ ROWS = {
     "serve-port-in-use": ("serve", "the port is in use; pick another --port", [
         test_a_model_that_cannot_load_or_a_taken_port_is_one_line_and_exit_2]),
 }
+
+
+# A DDS header whose pixel format Pillow cannot read: it raises NotImplementedError.
+DAMAGED_DDS = bytes.fromhex(
+    "444453207c0000000f10000018000000140000003c00000000000000000000000000000000000000"
+    "0000000000000000000000000000000000000000000000000000000000200000004000000000000000"
+    "180000000000ff0000ff0000ff000000000000000010000000000000000000000000000000000000"
+    "c1815eeaced820a20e81d8") + bytes(64)
+
+
+def raw_request(url: str, head: str, body: bytes = b"") -> bytes:
+    """What the server answers a hand-written HTTP request (before any body is sent,
+    for an Expect: 100-continue)."""
+    import socket
+
+    host, port = url.split("//", 1)[1].rstrip("/").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        return conn.recv(4096)
+
+
+def test_hostile_requests_from_a_review_are_4xx_and_nothing_reaches_the_model(shipped):
+    images = shipped("images")
+    with Server(images.model_dir, "--max-pixels", "1000000") as server:
+        bad = [({"image": "data:image/png"}, "not valid base64"),
+               ({"image": b64(DAMAGED_DDS)}, "not a readable image (NotImplementedError)"),
+               ({"images": [b64(png((800, 800))), b64(png((800, 800)))]},
+                "the limit is 360,000"),  # the second spends what the first left
+               ]
+        for payload, words in bad:
+            status, answer = server.post(payload)
+            assert status == 400 and words in answer["error"], answer
+        for kind in ("multipart/form-data", "multipart/form-data; boundary=x"):
+            status, answer = server.request("predict", b"--y\r\nno boundary here", kind)
+            assert status == 400 and "malformed request body" in answer["error"], answer
+        assert server.request("predict", '{"image": "x"}'.encode("utf-16"))[1]["error"] \
+            .startswith("the body is not UTF-8")
+        huge = raw_request(server.url, f"POST /predict HTTP/1.1\nHost: 127.0.0.1\n"
+                           f"Content-Type: application/json\nContent-Length: {10**12}\n"
+                           f"Expect: 100-continue\n")
+        assert huge.startswith(b"HTTP/1.1 413") and b"over the limit" in huge
+        assert server.request("health")[1]["batching"]["inputs"] == 0
+        code, stderr = server.stop()
+    assert code == 0 and "Traceback" not in stderr
+
+
+def test_tokens_predict_could_not_make_are_refused(shipped):
+    with Server(shipped("ner").model_dir) as server:
+        for tokens in (["a b"], ["\u00a0x"], ["a\x00b"], [""], ["\ud800"]):
+            status, answer = server.post({"sentences": [tokens]})
+            assert status == 400 and "sentence 0" in answer["error"], (tokens, answer)
+        status, answer = server.post({"sentence": "a \x00 b"})
+        assert status == 400 and "NUL" in answer["error"]
+
+
+def test_a_foreign_host_or_origin_is_refused_on_loopback(shipped):
+    with Server(shipped("ner").model_dir) as server:
+        body = b'{"sentence": "John ."}'
+        for head in ("Host: evil.example", "Host: 127.0.0.1\nOrigin: http://evil.example"):
+            answer = raw_request(server.url, f"POST /predict HTTP/1.1\n{head}\nContent-Type: "
+                                 f"application/json\nContent-Length: {len(body)}\n", body)
+            assert answer.startswith(b"HTTP/1.1 403") and b'{"error": ' in answer, answer
+        port = server.url.rstrip("/").rsplit(":", 1)[1]
+        fine = raw_request(server.url, f"POST /predict HTTP/1.1\nHost: localhost:{port}\n"
+                           f"Origin: http://localhost:{port}\nContent-Type: application/json"
+                           f"\nContent-Length: {len(body)}\n", body)
+        assert fine.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("flags,says", [
+    (["--max-wait-ms", "inf"], "--max-wait-ms inf: must be between 0 and 10000"),
+    (["--max-body-mb", "inf"], "--max-body-mb inf: must be between"),
+    (["--max-batch", "nan"], "invalid int value"),
+    (["--host", ""], "--host '': give an address"),
+    (["--max-waiting", "10"], "--max-waiting 10: must be at least --max-items 64"),
+])
+def test_serve_flags_that_would_stall_or_crash_it_are_one_line_and_exit_2(flags, says):
+    result = cli("serve", "--model-dir", "nowhere", *flags, check=False)
+    assert result.returncode == 2 and says in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_the_batcher_drops_requests_whose_client_left_and_bounds_its_queue():
+    import asyncio
+
+    from torchstarter.serve.batcher import Batcher, Busy
+
+    seen: list[list[str]] = []
+
+    def predict(inputs: list[str]) -> list[dict]:
+        seen.append(list(inputs))
+        return [{"input": i} for i in inputs]
+
+    async def scenario() -> None:
+        batcher = Batcher(predict, max_batch=8, max_wait=0.2, max_waiting=4)
+        batcher.start()
+        kept = asyncio.ensure_future(batcher.submit(["a"]))
+        gone = asyncio.ensure_future(batcher.submit(["b", "c"]))
+        await asyncio.sleep(0.01)
+        gone.cancel()  # what the server does when that client hangs up
+        with pytest.raises(Busy):
+            await batcher.submit(["d", "e"])  # 3 waiting + 2 > 4
+        assert await kept == [{"input": "a"}]
+        assert batcher.state_dict()["waiting"] == 0
+        await batcher.close()
+
+    asyncio.run(scenario())
+    assert seen == [["a"]]

@@ -30,11 +30,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
          help="most sentences or images in one request (default 64)")
     flag(p, "max_tokens", type=int, default=1000,
          help="most tokens in one sentence (NER; default 1000)")
+    flag(p, "max_pixels", type=int, default=40_000_000,
+         help="most pixels of all the images of one request together, checked before "
+              "decoding (default 40,000,000: three 12-megapixel photos)")
+    flag(p, "max_waiting", type=int, default=1024,
+         help="most inputs waiting for the model; past it requests get 503 (default 1024)")
 
 
 def run(args: argparse.Namespace) -> int:
     from torchstarter.serve.server import serve
 
     serve(args.model_dir, args.restore, args.host, args.port, args.max_batch,
-          args.max_wait_ms, args.max_body_mb, args.max_items, args.max_tokens)
+          args.max_wait_ms, args.max_body_mb, args.max_items, args.max_tokens,
+          args.max_pixels, args.max_waiting)
     return 0

@@ -6,8 +6,13 @@ uploads, and a client that the tests and the benchmark use; no ASGI server or fr
 on top, and no build step for the page.
 
 Routes: GET / (the page), GET /health, GET /info, POST /predict. Every error is
-{"error": "<one line>"} with a 4xx status for what the client sent (5xx only for a
-failure of the model itself); no request can stop the server.
+{"error": "<one line>"} with a 4xx status for what the client sent (503 when the queue
+is full, 500 only for a failure of the model itself); no request can stop the server.
+
+Listening on a loopback address (the default), the server answers only requests whose
+Host names this machine and whose Origin, if any, is a page of this machine: so a web
+page elsewhere cannot reach it through the user's browser (DNS rebinding, cross-site
+form posts).
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+from aiohttp.web_urldispatcher import _default_expect_handler
 
 from torchstarter.errors import UserError
-from torchstarter.serve.batcher import Batcher
+from torchstarter.serve.batcher import Batcher, Busy
 
 log = logging.getLogger("torchstarter.serve")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -45,10 +53,23 @@ def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": one_line}, status=status)
 
 
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+def _host_name(value: str) -> str:
+    """'localhost:8000' -> 'localhost'; '[::1]:8000' -> '[::1]'."""
+    if value.startswith("["):
+        return value.split("]", 1)[0] + "]"
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own refusals (413, 404, 405...) as one-line JSON too."""
+    """aiohttp's own refusals (413, 404, 405...) as one-line JSON too, and a last net:
+    whatever else goes wrong is a 500 of one line, its traceback in the server's log."""
     try:
+        if request.app["loopback"]:
+            _check_local(request)
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -60,6 +81,37 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
                       f"{request.app['limits']['max_body_bytes']:,} bytes (--max-body-mb); "
                       f"send fewer or smaller inputs")
         return error(exc.status, reason)
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise  # the client left: there is no one to answer
+    except Exception as exc:  # noqa: BLE001 - a bug: one line to the client, the log gets all
+        log.error("%s %s failed:\n%s", request.method, request.path,
+                  "".join(traceback.format_exception(exc)))
+        return error(500, f"the server failed on this request ({type(exc).__name__}); see "
+                          f"the server's log")
+
+
+def _check_local(request: web.Request) -> None:
+    host = _host_name(request.headers.get("Host", "")).lower()
+    if host not in LOOPBACK_NAMES:
+        raise web.HTTPForbidden(text=f"Host {host or '(none)'!r} is not this machine: the "
+                                     f"server listens on a loopback address and answers "
+                                     f"only localhost (give --host to serve others)")
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        name = _host_name(origin.split("://", 1)[-1].split("/", 1)[0]).lower()
+        if name not in LOOPBACK_NAMES:
+            raise web.HTTPForbidden(text=f"Origin {origin!r}: a page of another site may "
+                                         f"not use this server")
+
+
+async def refuse_large_bodies(request: web.Request) -> web.StreamResponse | None:
+    """Before '100 Continue': a declared body over the limit is refused unread."""
+    limit = request.app["limits"]["max_body_bytes"]
+    if request.content_length is not None and request.content_length > limit:
+        return error(413, f"request body of {request.content_length:,} bytes, over the "
+                          f"limit of {limit:,} bytes (--max-body-mb); send fewer or smaller "
+                          f"inputs")
+    return await _default_expect_handler(request)
 
 
 async def page(request: web.Request) -> web.Response:
@@ -88,6 +140,10 @@ async def predict(request: web.Request) -> web.Response:
         return error(400, str(exc))
     try:
         rows = await request.app["batcher"].submit(inputs)
+    except Busy as exc:
+        response = error(503, str(exc))
+        response.headers["Retry-After"] = "1"
+        return response
     except UserError as exc:
         return error(400, str(exc))
     except Exception as exc:  # noqa: BLE001 - the model failed: say so, keep serving
@@ -100,32 +156,52 @@ async def predict(request: web.Request) -> web.Response:
 async def _read(request: web.Request) -> tuple[Any, list[tuple[str, bytes]]]:
     """(parsed JSON body, []) or (None, [(file name, bytes), ...]) for a multipart form."""
     kind = request.content_type
-    if kind == "multipart/form-data":
-        form = await request.post()  # bounded by client_max_size, as read() is
-        uploads = [(field.filename, field.file.read()) for field in form.values()
-                   if isinstance(field, web.FileField)]
-        if not uploads:
-            raise UserError("a multipart request without a file; upload image files "
-                            "(e.g. curl -F file=@photo.jpg)")
-        return None, uploads
-    if kind != "application/json":
-        raise UserError(f"Content-Type {kind or 'missing'}: send application/json (or "
-                        f"multipart/form-data with image files)")
-    raw = await request.read()
     try:
-        return json.loads(raw), []
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        if kind == "multipart/form-data":
+            return None, await _uploads(request)
+        if kind != "application/json":
+            raise UserError(f"Content-Type {kind or 'missing'}: send application/json (or "
+                            f"multipart/form-data with image files)")
+        raw = await request.read()
+    except (ValueError, RuntimeError, HttpProcessingError, RequestPayloadError) as exc:
+        raise UserError(f"a malformed request body ({type(exc).__name__}: "
+                        f"{str(exc)[:200]}); send JSON, or a multipart form of files"
+                        ) from None
+    return _json(raw), []
+
+
+async def _uploads(request: web.Request) -> list[tuple[str, bytes]]:
+    form = await request.post()  # bounded by client_max_size, as read() is
+    uploads = [(field.filename or "upload", field.file.read()) for field in form.values()
+               if isinstance(field, web.FileField)]
+    if not uploads:
+        raise UserError("a multipart request without a file; upload image files "
+                        "(e.g. curl -F file=@photo.jpg)")
+    return uploads
+
+
+def _json(raw: bytes) -> Any:
+    """Strict UTF-8 (a byte-order mark dropped), as predict reads text: other encodings,
+    and the surrogates UTF-8 cannot hold, are refused rather than guessed."""
+    try:
+        text = raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"the body is not UTF-8 (byte {exc.start}); send JSON as UTF-8"
+                        ) from None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
         where = f" at line {exc.lineno} column {exc.colno}" \
             if isinstance(exc, json.JSONDecodeError) else ""
         raise UserError(f"the body is not valid JSON{where}; send a JSON object") from None
 
 
-def build_app(served: Served, limits: Mapping[str, int], max_batch: int, max_wait: float
-              ) -> web.Application:
+def build_app(served: Served, limits: Mapping[str, int], max_batch: int, max_wait: float,
+              loopback: bool = True) -> web.Application:
     app = web.Application(client_max_size=limits["max_body_bytes"],
                           middlewares=[json_errors])
-    app["served"], app["limits"] = served, dict(limits)
-    app["batcher"] = Batcher(served.predict, max_batch, max_wait)
+    app["served"], app["limits"], app["loopback"] = served, dict(limits), loopback
+    app["batcher"] = Batcher(served.predict, max_batch, max_wait, limits["max_waiting"])
     app["decoder"] = ThreadPoolExecutor(1, thread_name_prefix="decode")
 
     async def start(app: web.Application) -> None:
@@ -140,5 +216,5 @@ def build_app(served: Served, limits: Mapping[str, int], max_batch: int, max_wai
     app.router.add_get("/", page)
     app.router.add_get("/health", health)
     app.router.add_get("/info", info)
-    app.router.add_post("/predict", predict)
+    app.router.add_post("/predict", predict, expect_handler=refuse_large_bodies)
     return app

@@ -6,6 +6,10 @@ passed since it started, runs the model once on all of them in a worker thread (
 event loop stays free to accept and parse requests meanwhile), and hands each request
 its own rows. max_batch 1 turns batching off. A request larger than max_batch runs as
 one batch of its own: it is never split, so its rows always come from one call.
+
+The queue is bounded (`max_waiting` inputs): past it a request is refused at once (the
+server answers 503) rather than piling up work no one may wait for; and a request whose
+client has gone (the server cancels its handler) is dropped before it reaches the model.
 """
 
 from __future__ import annotations
@@ -19,9 +23,15 @@ from typing import Any
 Rows = list[dict[str, Any]]
 
 
+class Busy(Exception):
+    """The queue holds max_waiting inputs already: try again shortly."""
+
+
 class Batcher:
-    def __init__(self, predict: Callable[[list[Any]], Rows], max_batch: int, max_wait: float):
+    def __init__(self, predict: Callable[[list[Any]], Rows], max_batch: int, max_wait: float,
+                 max_waiting: int = 1024):
         self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait
+        self.max_waiting, self.waiting = max_waiting, 0
         self.queue: asyncio.Queue[tuple[list[Any], asyncio.Future[Rows]]] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")
         self.batches = self.inputs = 0
@@ -37,15 +47,19 @@ class Batcher:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def submit(self, inputs: list[Any]) -> Rows:
+        if self.waiting + len(inputs) > self.max_waiting:
+            raise Busy(f"{self.waiting} inputs are waiting for the model already (at most "
+                       f"{self.max_waiting}); try again shortly")
         done: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
-        await self.queue.put((inputs, done))
-        return await done
+        self.waiting += len(inputs)
+        self.queue.put_nowait((inputs, done))
+        return await done  # cancelled with the handler when the client goes
 
     def state_dict(self) -> dict[str, Any]:
         """What /health reports: how much batching actually happened."""
         return {"max_batch": self.max_batch, "max_wait_ms": round(self.max_wait * 1000, 3),
                 "batches": self.batches, "inputs": self.inputs, "largest_batch": self.largest,
-                "waiting": self.queue.qsize()}
+                "waiting": self.waiting}
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -75,6 +89,7 @@ class Batcher:
 
     async def _flush(self, loop: asyncio.AbstractEventLoop,
                      jobs: list[tuple[list[Any], asyncio.Future[Rows]]]) -> None:
+        self.waiting -= sum(len(inputs) for inputs, _ in jobs)
         jobs = [job for job in jobs if not job[1].done()]  # a client that left is skipped
         if not jobs:
             return

@@ -177,12 +177,19 @@ def serve_inputs(body: Any, limits: Mapping[str, int]) -> list[list[str]]:
     for i, item in enumerate(items):
         if isinstance(item, str):
             tokens = item.split()
-        elif isinstance(item, list) and all(isinstance(t, str) and t and not t.isspace()
+        elif isinstance(item, list) and all(isinstance(t, str) and t.split() == [t]
                                             for t in item):
             tokens = list(item)
         else:
-            raise UserError(f"sentence {i}: a string or a list of non-empty token strings "
-                            f"was expected, not {type(item).__name__}; {SENTENCE_FIELDS}")
+            raise UserError(f"sentence {i}: a string or a list of tokens (strings without "
+                            f"whitespace) was expected; {SENTENCE_FIELDS}")
+        if any("\x00" in t for t in tokens):
+            raise UserError(f"sentence {i}: holds a NUL character; send text")
+        try:
+            "".join(tokens).encode("utf-8")
+        except UnicodeEncodeError:
+            raise UserError(f"sentence {i}: holds a lone surrogate (an escape such as "
+                            f"\\ud800 that is no character); send text") from None
         if not tokens:
             raise UserError(f"sentence {i}: has no tokens; {SENTENCE_FIELDS}")
         if len(tokens) > limits["max_tokens"]:

@@ -89,6 +89,6 @@ def serve_inputs(body: Any, uploads: list[tuple[str, bytes]], limits: Mapping[st
 def export_spec(model: torch.nn.Module, params: Params) -> ExportSpec:
     return classifier_spec(model, IMAGE_SIZE, list(range(params.num_classes)), {
         "decode": "any image file, turned upright by its EXIF orientation, as 8-bit RGB "
-                  "(transparent pixels laid on white)",
+                  "(transparent pixels laid on white, 16-bit values divided by 257)",
         "resize": {"size": [IMAGE_SIZE, IMAGE_SIZE], "how": "stretch", "filter": "lanczos"},
         "scale": "none outside the graph: it divides by 255 itself"})

@@ -65,21 +65,22 @@ def pixel_limit() -> int:
     return MAX_PIXELS if pillow is None else min(MAX_PIXELS, int(pillow))
 
 
-def _too_large(path: Path, pixels: int | None, size: tuple[int, int] | None = None
-               ) -> UserError:
-    limit = pixel_limit()
+def _too_large(path: Path, pixels: int | None, size: tuple[int, int] | None = None,
+               limit: int | None = None) -> UserError:
+    limit = pixel_limit() if limit is None else limit
     what = f"{size[0]}x{size[1]} = {pixels:,} pixels" if size and pixels else (
         f"{pixels:,} pixels" if pixels else "too many pixels")
     return UserError(f"{path}: image is too large ({what}, the limit is {limit:,}); resize "
                      f"it below {limit:,} pixels or remove it")
 
 
-def open_rgb(path: Path, modes: Counter[str] | None = None, data: bytes | None = None
-             ) -> Image.Image:
+def open_rgb(path: Path, modes: Counter[str] | None = None, data: bytes | None = None,
+             max_pixels: int | None = None) -> Image.Image:
     """Decode an image upright (EXIF orientation applied) as 8-bit RGB (see `to_rgb`).
 
     `data`, when given, holds the file's bytes (an upload to `serve`) and `path` only
-    names it in messages, so an upload meets the same checks as a file.
+    names it in messages, so an upload meets the same checks as a file; `max_pixels`
+    lowers the limit (serve's budget per request).
 
     An image above `pixel_limit()` is refused from its header, before decoding, in one
     line; Pillow's DecompressionBombWarning becomes that same refusal instead of a
@@ -97,8 +98,9 @@ def open_rgb(path: Path, modes: Counter[str] | None = None, data: bytes | None =
             warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
             with Image.open(path if data is None else io.BytesIO(data)) as img:
                 width, height = img.size
-                if width * height > pixel_limit():
-                    raise _too_large(path, width * height, img.size)
+                limit = pixel_limit() if max_pixels is None else min(pixel_limit(), max_pixels)
+                if width * height > limit:
+                    raise _too_large(path, width * height, img.size, limit)
                 img.load()
                 if modes is not None:
                     modes[img.mode] += 1
@@ -106,8 +108,11 @@ def open_rgb(path: Path, modes: Counter[str] | None = None, data: bytes | None =
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         raise _too_large(path, int(found.group(1)) if found else None) from None
+    except UserError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, struct.error,
-            EOFError) as exc:
+            EOFError, NotImplementedError, TypeError, KeyError, IndexError,
+            ZeroDivisionError, RuntimeError) as exc:  # what Pillow raises on damaged files
         raise UserError(f"{path}: not a readable image ({exc.__class__.__name__}); remove or "
                         f"replace the file") from None
 
@@ -138,7 +143,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if mode == "RGB" and "transparency" not in img.info:
         return img
     if mode.startswith("I;16") or mode in ("I", "F"):
-        values = np.asarray(img).astype(np.float64)
+        values = np.asarray(img).astype(np.float32)  # exact enough: see the test
         if mode == "F":
             values = np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0)
             if values.size and values.min() >= 0 and values.max() <= 1:

@@ -45,7 +45,10 @@ def request_images(body: Any, uploads: list[tuple[str, bytes]], limits: Mapping[
                    prepare: Callable[[Image.Image], Image.Image]) -> list[tuple[str, Any]]:
     """(name, [3, S, S] uint8 array) per image of a request: base64 strings in a JSON body
     ({"image": ...} or {"images": [...]}) or uploaded files; each decoded as a file would
-    be (same size limit, same refusals), then shaped by `prepare` as build-dataset does."""
+    be (same refusals), then shaped by `prepare` as build-dataset does. The pixels of all
+    the request's images together are limited (limits["max_pixels"], checked from each
+    header before decoding), since decoding costs time and memory per pixel, not per
+    byte: a 6 kB PNG may hold 50 megapixels."""
     if uploads:
         items = [(name or f"upload {i}", data) for i, (name, data) in enumerate(uploads)]
     else:
@@ -55,7 +58,12 @@ def request_images(body: Any, uploads: list[tuple[str, bytes]], limits: Mapping[
     if len(items) > limits["max_items"]:
         raise UserError(f"{len(items)} images in one request, more than --max-items "
                         f"{limits['max_items']}; send them in smaller requests")
-    return [(name, to_chw_uint8(prepare(open_rgb(name, data=data)))) for name, data in items]
+    budget, images = limits["max_pixels"], []
+    for name, data in items:  # the limit is the request's: each image spends from it
+        image = open_rgb(name, data=data, max_pixels=budget)
+        budget -= image.width * image.height
+        images.append((name, to_chw_uint8(prepare(image))))
+    return images
 
 
 def _items(body: Any) -> list[Any]:
@@ -73,7 +81,7 @@ def _base64(value: Any, i: int) -> bytes:
     if not isinstance(value, str):
         raise UserError(f"image {i}: a base64 string was expected, not "
                         f"{type(value).__name__}; {IMAGE_FIELDS}")
-    text = value.split(",", 1)[1] if value.startswith("data:") else value  # a data: URL
+    text = value.split(",", 1)[-1] if value.startswith("data:") else value  # a data: URL
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
