@@ -4,6 +4,8 @@ and are never left half-written or unchecked."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -111,6 +113,22 @@ def test_an_exported_tagger_runs_from_its_json_alone_at_any_batch_and_length(shi
     assert together == [row["tags"] for row in expected]
 
 
+def test_onnx_dimensions_carry_the_json_names_and_a_killed_exports_temps_go(shipped,
+                                                                           tmp_path):
+    import onnx
+
+    model = shipped("ner")
+    stale = tmp_path / ".t.onnx.0123abcd.tmp.onnx"  # what a kill -9 mid-export leaves
+    stale.write_bytes(b"half")
+    artifact.export_model(model.model_dir, model.data_dir, output=tmp_path / "t.onnx")
+    graph = onnx.load(str(tmp_path / "t.onnx")).graph
+    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in [*graph.input, *graph.output]}
+    assert dims["words"] == ["batch", "length"] and dims["lengths"] == ["batch"]
+    assert dims["chars"] == ["batch", "length", 20] and dims["tags"] == ["batch", "length"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.onnx", "t.onnx.json"]
+
+
 def test_an_exported_classifier_runs_from_its_json_alone(shipped, tmp_path):
     model = shipped("images")
     cli("export", "--model-dir", model.model_dir, "--data-dir", model.data_dir,
@@ -163,12 +181,19 @@ def test_export_mistakes_are_one_line_and_touch_nothing(shipped, tmp_path):
     model = shipped("signs")
     taken = tmp_path / "taken.onnx"
     taken.write_text("mine")
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)
     cases = [
         (["--output", taken], "taken.onnx: exists; pass --overwrite"),
         (["--tolerance", "-1"], "--tolerance -1.0: must be a number >= 0"),
         (["--format", "tflite"], "invalid choice: 'tflite'"),
         (["--split", "nope", "--output", tmp_path / "new.onnx"], "nope_signs: folder not found"),
         (["--split", "../val", "--output", tmp_path / "new.onnx"], "not a path"),
+        (["--output", "."], "--output '.': give a file name, such as model.onnx"),
+        (["--output", tmp_path / "x.json"], "--format onnx files end in .onnx"),
+        (["--output", taken / "x.onnx"], "a part of this path is a file, not a folder"),
+        (["--output", fifo, "--overwrite"], "exists and is not a regular file"),
+        (["--tolerance", "inf", "--output", tmp_path / "new.onnx"], "must be a number >= 0"),
     ]
     for extra, message in cases:
         result = cli("export", "--model-dir", model.model_dir, "--data-dir", model.data_dir,
@@ -176,6 +201,7 @@ def test_export_mistakes_are_one_line_and_touch_nothing(shipped, tmp_path):
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert taken.read_text() == "mine" and not (tmp_path / "new.onnx").exists()
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
     missing = cli("export", "--model-dir", tmp_path / "none", "--data-dir", model.data_dir,
                   check=False)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1

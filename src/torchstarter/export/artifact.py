@@ -9,6 +9,8 @@ failed export (or a kill) leaves an earlier export as it was.
 from __future__ import annotations
 
 import contextlib
+import glob
+import math
 import os
 import re
 import time
@@ -59,27 +61,55 @@ def export_model(model_dir: Path, data_dir: Path, restore: str = "best", fmt: st
     tolerance = DEFAULT_TOLERANCE["float32"] if tolerance is None else tolerance
     if not re.fullmatch(r"[A-Za-z0-9_-]+", split):
         raise UserError(f"--split {split!r}: a split name such as val or test, not a path")
-    if not tolerance >= 0:
+    if not 0 <= tolerance < math.inf:
         raise UserError(f"--tolerance {tolerance}: must be a number >= 0")
-    out = Path(output) if output is not None else default_output(model_dir, restore, fmt)
+    out = _output(output, fmt) if output is not None else \
+        default_output(model_dir, restore, fmt)
     _refuse_existing(out, overwrite)
     trained = load_trained(model_dir, restore, {"device": "cpu"})
     task, params = trained.task, trained.params
     spec = task.export_spec(trained.model, params, trained.data_info)
     data = load_splits(task, params, data_dir, (split,), trained.data_info)[split]
     with disk_errors_as_user_errors(out):
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UserError(f"{out.parent}: a part of this path is a file, not a folder; "
+                            f"give --output a path in a folder") from None
         # Two exports to one file take turns; the second then finds the first's file.
         with take_turns(out.parent / f".{out.name[:60]}.lock"):
             _refuse_existing(out, overwrite)
+            _remove_stale_temps(out)
             return _write_checked(out, spec, fmt, data, trained, model_dir, restore,
                                   tolerance, split)
+
+
+def _output(given: Path, fmt: str) -> Path:
+    """--output as given, if it names a file of the format (best.onnx, not 'dir/' or '.')."""
+    suffix = FORMATS[fmt].suffix
+    if given.name in ("", ".", ".."):
+        raise UserError(f"--output {str(given)!r}: give a file name, such as model{suffix}")
+    if given.suffix.lower() != suffix:
+        raise UserError(f"--output {given}: --format {fmt} files end in {suffix}; name it "
+                        f"so (e.g. {given.with_suffix(suffix).name})")
+    return given
+
+
+def _remove_stale_temps(out: Path) -> None:
+    """Temp files of an export to this name that was killed (the lock is ours now, so no
+    export of this name is running)."""
+    for stale in out.parent.glob(f".{glob.escape(out.name[:60])}.*.tmp*"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
 
 
 def _refuse_existing(out: Path, overwrite: bool) -> None:
     for path in (out, metadata_path(out)):
         if path.is_dir():
             raise UserError(f"{path}: is a folder; give --output a file name")
+        if path.exists() and not path.is_file():
+            raise UserError(f"{path}: exists and is not a regular file (a device, a pipe, a "
+                            f"socket); give --output another name")
         if path.exists() and not overwrite:
             raise UserError(f"{path}: exists; pass --overwrite to replace it (the old "
                             f"export stays until the new one has passed its check)")

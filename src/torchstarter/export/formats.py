@@ -67,7 +67,7 @@ def _traced(spec: ExportSpec) -> torch.export.ExportedProgram:
 
 def _write_torch_export(spec: ExportSpec, path: Path) -> None:
     program = _traced(spec)
-    with open(path, "wb") as fh:
+    with _quiet(), open(path, "wb") as fh:
         torch.export.save(program, fh)
 
 
@@ -99,10 +99,30 @@ def _write_onnx(spec: ExportSpec, path: Path) -> None:
                                              output_names=list(spec.outputs),
                                              opset_version=ONNX_OPSET, dynamo=True)
             onnx_program.save(str(path), external_data=False)  # one self-contained file
+        _name_dimensions(path, spec)
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"the ONNX exporter could not convert this model "
                         f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}); "
                         f"try --format torch-export") from None
+
+
+def _name_dimensions(path: Path, spec: ExportSpec) -> None:
+    """The varying dimensions named as the JSON names them ("batch", "length"), not by the
+    tracer's symbols ("s2", "s34"), in the inputs, the outputs and every shape between."""
+    import onnx
+
+    model = onnx.load(str(path))
+    names: dict[str, str] = {}
+    for value in model.graph.input:
+        for axis, label in spec.inputs.get(value.name, {}).items():
+            dim = value.type.tensor_type.shape.dim[axis]
+            if dim.dim_param:
+                names[dim.dim_param] = label
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in names:
+                dim.dim_param = names[dim.dim_param]
+    onnx.save(model, str(path))
 
 
 def _load_onnx(path: Path) -> Runner:
