@@ -203,6 +203,9 @@ def _metadata(params: Params, data_info: DataInfo, with_chars: bool, with_cases:
                                 "sentence; " + ("CRF Viterbi decoding runs inside the graph"
                                                 if crf else "argmax of the emissions")}},
         "tokens": "split the sentence on whitespace; give it tokenised ('New York .')",
+        "text_rules": "as Python 3 reads them: whitespace, lowercasing, digits and letter "
+                      "case are str.split, str.lower, str.isdigit, str.islower and "
+                      "str.isupper; characters are Unicode code points (not UTF-16 units)",
         "word_lookup": ("the token lowercased" if lowercase else
                         "the token as written, then lowercased if absent" if lower_fallback
                         else "the token as written")
