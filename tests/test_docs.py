@@ -16,7 +16,7 @@ def test_params_reference_matches_the_schemas():
 def test_ci_runs_the_test_command_written_in_the_readme():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
-    command = 'pip install torch==2.13.0 -e ".[dev]" && python -m pytest -q'
+    command = 'pip install torch==2.13.0 -e ".[dev]" && python -m pytest -q -n 2'
     assert command in readme
     assert command.replace("pip install ", "pip install -q ") in ci
     assert "pip install torch==2.13.0 -e . && torchstarter demo" in readme
