@@ -85,7 +85,8 @@ def test_a_new_project_trains_evaluates_and_predicts_without_any_edit(tmp_path, 
     body = {"sentence": "John lives in Paris ."} if template == "ner" else \
         {"image": base64.b64encode(next(f for f in sorted(Path(data_dir).rglob("*"))
                                         if f.suffix in (".png", ".jpg")).read_bytes()).decode()}
-    inputs = trained.task.serve_inputs(body, [], {"max_items": 4, "max_tokens": 50},
+    inputs = trained.task.serve_inputs(body, [], {"max_items": 4, "max_tokens": 50,
+                                                  "max_pixels": 10**6},
                                        trained.data_info)
     rows = trained.task.predict_inputs(trained.model, trained.params, inputs, trained.device,
                                        trained.data_info)
