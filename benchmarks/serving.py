@@ -37,7 +37,8 @@ from torchstarter.experiment.training import train
 from torchstarter.tasks import load_task
 
 REPO = Path(__file__).resolve().parents[1]
-LIMITS = {"max_body_bytes": 10 << 20, "max_items": 64, "max_tokens": 1000}
+LIMITS = {"max_body_bytes": 10 << 20, "max_items": 64, "max_tokens": 1000,
+          "max_pixels": 40_000_000, "max_waiting": 1024}
 
 
 def trained_models(root: Path) -> dict[str, tuple[Path, Path, list[dict]]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -315,6 +316,7 @@ def test_the_batcher_drops_requests_whose_client_left_and_bounds_its_queue():
 
     async def scenario() -> None:
         batcher = Batcher(predict, max_batch=8, max_wait=0.2, max_waiting=4)
+        batcher.arriving = 1  # another request is being read: the batch waits for it
         batcher.start()
         kept = asyncio.ensure_future(batcher.submit(["a"]))
         gone = asyncio.ensure_future(batcher.submit(["b", "c"]))
@@ -328,3 +330,13 @@ def test_the_batcher_drops_requests_whose_client_left_and_bounds_its_queue():
 
     asyncio.run(scenario())
     assert seen == [["a"]]
+
+    async def alone() -> float:  # nothing else on its way: the batch leaves at once
+        batcher = Batcher(predict, max_batch=8, max_wait=5.0)
+        batcher.start()
+        started = time.monotonic()
+        await batcher.submit(["x"])
+        await batcher.close()
+        return time.monotonic() - started
+
+    assert asyncio.run(alone()) < 2.5

@@ -132,14 +132,18 @@ async def info(request: web.Request) -> web.Response:
 
 async def predict(request: web.Request) -> web.Response:
     served: Served = request.app["served"]
+    batcher: Batcher = request.app["batcher"]
+    batcher.arriving += 1  # a batch being gathered may wait for this request
     try:
         body, uploads = await _read(request)
         inputs = await asyncio.get_running_loop().run_in_executor(
             request.app["decoder"], served.parse, body, uploads)
     except UserError as exc:
         return error(400, str(exc))
+    finally:
+        batcher.arriving -= 1  # and submit() queues it before anything else runs
     try:
-        rows = await request.app["batcher"].submit(inputs)
+        rows = await batcher.submit(inputs)
     except Busy as exc:
         response = error(503, str(exc))
         response.headers["Retry-After"] = "1"

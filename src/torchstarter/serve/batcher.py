@@ -2,9 +2,10 @@
 
 Each request's inputs wait in a queue; one worker takes the first waiting request, then
 keeps taking more until the batch holds `max_batch` inputs or `max_wait` seconds have
-passed since it started, runs the model once on all of them in a worker thread (the
-event loop stays free to accept and parse requests meanwhile), and hands each request
-its own rows. max_batch 1 turns batching off. A request larger than max_batch runs as
+passed since it started (it waits only while other requests are on their way, being
+read or decoded: a lone client is never kept waiting for company), runs the model once
+on all of them in a worker thread (the event loop stays free to accept and parse
+requests meanwhile), and hands each request its own rows. max_batch 1 turns batching off. A request larger than max_batch runs as
 one batch of its own: it is never split, so its rows always come from one call.
 
 The queue is bounded (`max_waiting` inputs): past it a request is refused at once (the
@@ -32,6 +33,7 @@ class Batcher:
                  max_waiting: int = 1024):
         self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait
         self.max_waiting, self.waiting = max_waiting, 0
+        self.arriving = 0  # requests being read and decoded: the server counts them
         self.queue: asyncio.Queue[tuple[list[Any], asyncio.Future[Rows]]] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")
         self.batches = self.inputs = 0
@@ -72,7 +74,7 @@ class Batcher:
                     job = self.queue.get_nowait()
                 except asyncio.QueueEmpty:
                     left = deadline - time.monotonic()
-                    if left <= 0:
+                    if left <= 0 or not self.arriving:  # no one else is on the way
                         break
                     try:
                         job = await asyncio.wait_for(self.queue.get(), left)
