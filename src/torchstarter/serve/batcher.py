@@ -2,11 +2,13 @@
 
 Each request's inputs wait in a queue; one worker takes the first waiting request, then
 keeps taking more until the batch holds `max_batch` inputs or `max_wait` seconds have
-passed since it started (it waits only while other requests are on their way, being
-read or decoded: a lone client is never kept waiting for company), runs the model once
-on all of them in a worker thread (the event loop stays free to accept and parse
-requests meanwhile), and hands each request its own rows. max_batch 1 turns batching off. A request larger than max_batch runs as
-one batch of its own: it is never split, so its rows always come from one call.
+passed since it started, runs the model once on all of them in a worker thread (the
+event loop stays free to accept and parse requests meanwhile), and hands each request
+its own rows. It waits only when company is likely: while other requests are being read
+or decoded, or when the last batch served several clients (they tend to come back
+together); a lone client is not kept waiting. max_batch 1 turns batching off. A request
+larger than max_batch runs as one batch of its own: it is never split, so its rows
+always come from one call.
 
 The queue is bounded (`max_waiting` inputs): past it a request is refused at once (the
 server answers 503) rather than piling up work no one may wait for; and a request whose
@@ -34,6 +36,7 @@ class Batcher:
         self.predict, self.max_batch, self.max_wait = predict, max_batch, max_wait
         self.max_waiting, self.waiting = max_waiting, 0
         self.arriving = 0  # requests being read and decoded: the server counts them
+        self.last_requests = 0  # how many requests the last batch answered
         self.queue: asyncio.Queue[tuple[list[Any], asyncio.Future[Rows]]] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")
         self.batches = self.inputs = 0
@@ -74,8 +77,8 @@ class Batcher:
                     job = self.queue.get_nowait()
                 except asyncio.QueueEmpty:
                     left = deadline - time.monotonic()
-                    if left <= 0 or not self.arriving:  # no one else is on the way
-                        break
+                    if left <= 0 or not (self.arriving or self.last_requests > 1):
+                        break  # no one else is on the way
                     try:
                         job = await asyncio.wait_for(self.queue.get(), left)
                     except TimeoutError:
@@ -104,6 +107,7 @@ class Batcher:
                     done.set_exception(exc)
             return
         self.batches += 1
+        self.last_requests = len(jobs)
         self.inputs += len(joined)
         self.largest = max(self.largest, len(joined))
         start = 0
