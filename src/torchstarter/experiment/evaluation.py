@@ -80,11 +80,16 @@ def _check_same_task(model_dir: Path, path: Path, task: Any) -> None:
                         f"of this experiment's task")
 
 
-def evaluate(model_dir: Path, data_dir: Path, split: str = "test", restore: str = "best",
-             overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], Path]:
+def check_split_name(split: str) -> None:
+    """A --split names a split folder, never a path (evaluate and export both read it)."""
     if not re.fullmatch(r"[A-Za-z0-9_-]+", split):
         raise UserError(f"--split {split!r}: a split name such as train, val or test (letters, "
                         f"digits, '_' and '-'), not a path")
+
+
+def evaluate(model_dir: Path, data_dir: Path, split: str = "test", restore: str = "best",
+             overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], Path]:
+    check_split_name(split)
     trained = load_trained(model_dir, restore, overrides)
     task, params, model, device = trained.task, trained.params, trained.model, trained.device
     data = load_splits(task, params, data_dir, (split,), trained.data_info)[split]

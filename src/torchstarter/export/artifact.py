@@ -12,7 +12,6 @@ import contextlib
 import glob
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,12 @@ from torchstarter.engine.batching import batch_groups, iterate_groups
 from torchstarter.engine.export_spec import ExportSpec
 from torchstarter.errors import UserError
 from torchstarter.experiment import files
-from torchstarter.experiment.evaluation import Trained, file_sha256, load_trained
+from torchstarter.experiment.evaluation import (
+    Trained,
+    check_split_name,
+    file_sha256,
+    load_trained,
+)
 from torchstarter.experiment.training import load_splits
 from torchstarter.export.formats import FORMATS, ONNX_OPSET
 from torchstarter.export.parity import compare
@@ -59,8 +63,7 @@ def export_model(model_dir: Path, data_dir: Path, restore: str = "best", fmt: st
                  split: str = "val", overwrite: bool = False) -> tuple[Path, dict[str, Any]]:
     """Write the artifact and its JSON; return the artifact's path and the JSON."""
     tolerance = DEFAULT_TOLERANCE["float32"] if tolerance is None else tolerance
-    if not re.fullmatch(r"[A-Za-z0-9_-]+", split):
-        raise UserError(f"--split {split!r}: a split name such as val or test, not a path")
+    check_split_name(split)
     if not 0 <= tolerance < math.inf:
         raise UserError(f"--tolerance {tolerance}: must be a number >= 0")
     out = _output(output, fmt) if output is not None else \
